@@ -1,0 +1,1 @@
+"""CLIP-conditioned mel diffusion (CLIPSonic) for ESPnet's TTS/generation task."""
