@@ -9,6 +9,8 @@ from typing import Dict, Tuple
 
 from espnet2.enh.clipsep.register import add_to_choices, load_class
 
+# choices attribute in espnet2.tasks.tts -> the base class its members must derive from
+BASES: Dict[str, str] = {"tts_choices": "espnet2.tts.abs_tts:AbsTTS"}
 # choices attribute in espnet2.tasks.tts -> {registered name: "module:Class"}
 CLASSES: Dict[str, Dict[str, str]] = {"tts_choices": {}}
 
@@ -27,5 +29,5 @@ def register() -> None:
     from espnet2.tasks import tts
 
     for attr, name, path in registered():
-        add_to_choices(getattr(tts, attr), name, load_class(path))
+        add_to_choices(getattr(tts, attr), name, load_class(path), load_class(BASES[attr]))
     REGISTER_CALLS += 1

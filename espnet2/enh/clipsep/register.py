@@ -9,6 +9,12 @@ constructor, so each class is checked against its ``Abs*`` base here.
 import importlib
 from typing import Dict, Tuple
 
+# choices attribute in espnet2.tasks.enh -> the base class its members must derive from
+BASES: Dict[str, str] = {
+    "separator_choices": "espnet2.enh.separator.abs_separator:AbsSeparator",
+    "criterion_choices": "espnet2.enh.loss.criterions.abs_loss:AbsEnhLoss",
+    "loss_wrapper_choices": "espnet2.enh.loss.wrappers.abs_wrapper:AbsLossWrapper",
+}
 # choices attribute in espnet2.tasks.enh -> {registered name: "module:Class"}
 CLASSES: Dict[str, Dict[str, str]] = {
     "separator_choices": {
@@ -29,17 +35,17 @@ def load_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def add_to_choices(choices, name: str, cls: type) -> None:
+def add_to_choices(choices, name: str, cls: type, base: type) -> None:
     """Add ``cls`` under ``name`` to an ESPnet ``ClassChoices`` (idempotent, type-checked).
 
     Raises:
-        TypeError: ``cls`` is not a subclass of the choices' ``type_check`` base.
+        TypeError: ``cls`` is not a subclass of ``base``.
         ValueError: ``name`` is not lower case, or is already taken by another class.
     """
     if name != name.lower():
         raise ValueError(f"ClassChoices names must be lower case (YAML values are not lowered): {name!r}")
-    if choices.type_check is not None and not issubclass(cls, choices.type_check):
-        raise TypeError(f"{cls.__qualname__} is not a subclass of {choices.type_check.__qualname__}")
+    if not issubclass(cls, base):
+        raise TypeError(f"{cls.__qualname__} is not a subclass of {base.__qualname__}")
     old = choices.classes.get(name)
     if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(
@@ -58,4 +64,4 @@ def register() -> None:
     from espnet2.tasks import enh
 
     for attr, name, path in registered():
-        add_to_choices(getattr(enh, attr), name, load_class(path))
+        add_to_choices(getattr(enh, attr), name, load_class(path), load_class(BASES[attr]))

@@ -1,0 +1,190 @@
+"""Cache CLIP query embeddings as npy or kaldi_ark scp files.
+
+Text queries come from a Kaldi-style file (``<key> <query text>`` per line) and are template-ensembled; image
+queries come from frame directories (one per clip, 1-fps frames named in time order) and are the mean over
+the ``--num_frames`` frames around each clip's centre. Keys already in the output scp are skipped, so an
+interrupted run resumes; the scp is replaced atomically after each batch and only ever lists complete entries.
+
+Examples:
+    python -m espnet2.enh.clipsep.bin.embed --text data/test/queries.txt --output_dir dump/clip/test \\
+        --name text_query1
+    python -m espnet2.enh.clipsep.bin.embed --frames_dir data/train/frames --output_dir dump/clip/train \\
+        --name image --format kaldi_ark
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet2.enh.clipsep.bin.embed",
+        description="Cache CLIP text or image query embeddings as npy / kaldi_ark scp files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", type=Path, help="Kaldi-style file: '<key> <query text>' per line")
+    src.add_argument("--frames_dir", type=Path, help="directory with one sub-directory of frames per clip")
+    src.add_argument("--frames_scp", type=Path, help="Kaldi-style file: '<key> <frames directory>' per line")
+    parser.add_argument("--output_dir", type=Path, required=True, help="where <name>.scp and data/ go")
+    parser.add_argument("--name", default="query", help="scp name (e.g. query1, text_query1, image)")
+    parser.add_argument("--format", choices=("npy", "kaldi_ark"), default="npy", help="storage format")
+    parser.add_argument("--clip_model", default="ViT-B-32", help="open_clip model name or JSON config")
+    parser.add_argument(
+        "--clip_pretrained", default="openai", help="open_clip pretrained tag or local checkpoint file"
+    )
+    parser.add_argument("--num_frames", type=int, default=3, help="frames around the centre per clip")
+    parser.add_argument("--templates", nargs="+", default=None, help="prompt templates ('{}' = query)")
+    parser.add_argument("--batch_size", type=int, default=32, help="queries or clips per batch")
+    parser.add_argument("--device", default="auto", help="cpu, cuda[:n] or auto")
+    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def read_kaldi_table(path: Path) -> List[Tuple[str, str]]:
+    """``(key, value)`` pairs of a Kaldi-style two-column file; one clear error per bad line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    items, seen = [], set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            key, _, value = line.strip().partition(" ")
+            value = value.strip()
+            if not value:
+                raise ValueError(f"{path}:{lineno}: empty value for key {key!r}")
+            if key in seen:
+                raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
+            seen.add(key)
+            items.append((key, value))
+    return items
+
+
+def read_scp(path: Path) -> Dict[str, str]:
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(" ", 1) for line in f if line.strip())
+
+
+def write_scp_atomic(path: Path, table: Dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key in sorted(table):
+            f.write(f"{key} {table[key]}\n")
+    os.replace(tmp, path)
+
+
+class EmbeddingWriter:
+    """Writes embeddings to ``<output_dir>/data/<name>/`` and keeps ``<output_dir>/<name>.scp`` current."""
+
+    def __init__(self, output_dir: Path, name: str, fmt: str):
+        self.scp = output_dir / f"{name}.scp"
+        self.data_dir = output_dir / "data" / name
+        self.fmt = fmt
+        self.table = read_scp(self.scp)
+        self.ark = None
+        if fmt == "kaldi_ark":
+            n = 0
+            while (self.data_dir / f"{name}.{n}.ark").exists():
+                n += 1
+            self.ark = self.data_dir / f"{name}.{n}.ark"  # a new part, never listed before this run
+
+    def done(self, key: str) -> bool:
+        if key not in self.table:
+            return False
+        return self.fmt != "npy" or Path(self.table[key]).is_file()
+
+    def write(self, batch: Dict[str, np.ndarray]) -> None:
+        import kaldiio
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.fmt == "npy":
+            for key, arr in batch.items():
+                path = self.data_dir / f"{key}.npy"
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, arr)
+                os.replace(tmp, path)
+                self.table[key] = str(path)
+        else:
+            part_scp = self.ark.with_suffix(".scp.tmp")
+            kaldiio.save_ark(str(self.ark), batch, scp=str(part_scp), append=True)
+            self.table.update(read_scp(part_scp))
+            part_scp.unlink()
+        write_scp_atomic(self.scp, self.table)
+
+
+def collect_inputs(args) -> List[Tuple[str, object]]:
+    """``(key, text)`` or ``(key, [frame paths])`` items, validated before anything is written."""
+    from espnet2.enh.clipsep.query import center_frames, check_image, list_frames
+
+    if args.text is not None:
+        return read_kaldi_table(args.text)
+    if args.frames_dir is not None:
+        if not args.frames_dir.is_dir():
+            raise FileNotFoundError(f"{args.frames_dir}: frames directory not found")
+        dirs = [(d.name, d) for d in sorted(args.frames_dir.iterdir()) if d.is_dir()]
+        if not dirs:
+            raise ValueError(f"{args.frames_dir}: no clip sub-directories")
+    else:
+        dirs = [(k, Path(v)) for k, v in read_kaldi_table(args.frames_scp)]
+    items = []
+    for key, d in dirs:
+        frames = list_frames(d)
+        if not frames:
+            raise ValueError(f"{d}: no frames (expected .jpg/.png files)")
+        chosen = center_frames(frames, args.num_frames)
+        for f in chosen:
+            check_image(f)
+        items.append((key, chosen))
+    return items
+
+
+def main(cmd=None) -> int:
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s [embed] %(levelname)s: %(message)s")
+    try:
+        from tqdm import tqdm
+
+        from espnet2.enh.clipsep.query import CLIPSEP_TEMPLATES, CLIPQueryEncoder, as_numpy
+
+        if args.num_frames < 1 or args.batch_size < 1:
+            raise ValueError("--num_frames and --batch_size must be >= 1")
+        items = collect_inputs(args)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        writer = EmbeddingWriter(args.output_dir, args.name, args.format)
+        todo = [(k, v) for k, v in items if not writer.done(k)]
+        logging.info("%d items, %d already in %s, %d to compute", len(items), len(items) - len(todo),
+                     writer.scp, len(todo))
+        if todo:
+            encoder = CLIPQueryEncoder(
+                args.clip_model,
+                None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
+                device=args.device,
+                batch_size=args.batch_size * (args.num_frames if args.text is None else 4),
+                templates=args.templates or CLIPSEP_TEMPLATES,
+            )
+            for i in tqdm(range(0, len(todo), args.batch_size), desc=f"embed {args.name}", unit="batch"):
+                keys, values = zip(*todo[i : i + args.batch_size])
+                if args.text is not None:
+                    emb = encoder.encode_text(list(values))
+                else:
+                    emb = encoder.encode_images(list(values))
+                writer.write({k: as_numpy(e) for k, e in zip(keys, emb)})
+        logging.info("wrote %s (%d entries)", writer.scp, len(writer.table))
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        print(f"embed: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""``CLIPSepTask``: ESPnet's enhancement task with query data names and our model class.
+
+Importing this module registers our classes (spawned multi-GPU workers re-import it when they unpickle
+``CLIPSepTask.main_worker``). Train with ``python -m espnet2.enh.clipsep.bin.train`` (same options as
+``espnet2.bin.enh_train``).
+"""
+
+import argparse
+from typing import Callable, Collection, Dict, List, Tuple
+
+import numpy as np
+import torch
+from espnet2.tasks.enh import EnhancementTask
+from espnet2.train.collate_fn import CommonCollateFn
+from typeguard import typechecked
+
+from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
+from espnet2.enh.clipsep.register import register
+
+register()
+
+MAX_QUERIES = 10
+
+
+def query_data_names() -> Tuple[str, ...]:
+    """``query1..`` and ``text_query1..``: per-source query embeddings (npy / kaldi_ark) or label ids."""
+    return tuple(f"{p}{n}" for p in ("query", "text_query") for n in range(1, MAX_QUERIES + 1))
+
+
+class CLIPSepTask(EnhancementTask):
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return super().optional_data_names(train, inference) + query_data_names()
+
+    @classmethod
+    @typechecked
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable[
+        [Collection[Tuple[str, Dict[str, np.ndarray]]]], Tuple[List[str], Dict[str, torch.Tensor]]
+    ]:
+        # A query is one vector per example, not a sequence: no padding, no `_lengths` entry.
+        return CommonCollateFn(float_pad_value=0.0, int_pad_value=0, not_sequence=query_data_names())
+
+    @classmethod
+    @typechecked
+    def build_model(cls, args: argparse.Namespace) -> CLIPSepEnhancementModel:
+        if getattr(args, "diffusion_model", None) is not None:
+            raise ValueError("CLIPSepTask builds mask separators; --diffusion_model is not supported")
+        model_conf = dict(args.model_conf)
+        text_query_prob = model_conf.pop("text_query_prob", 0.0)
+        # Let ESPnet build (and --init) the parts, then wrap them in the query-forwarding model.
+        base = super().build_model(argparse.Namespace(**{**vars(args), "model_conf": model_conf}))
+        return CLIPSepEnhancementModel(
+            text_query_prob=text_query_prob,
+            encoder=base.encoder,
+            separator=base.separator,
+            decoder=base.decoder,
+            mask_module=base.mask_module,
+            loss_wrappers=list(base.loss_wrappers) if base.loss_wrappers is not None else None,
+            **model_conf,
+        )
