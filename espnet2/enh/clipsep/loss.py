@@ -210,7 +210,9 @@ class NoiseInvariantSolver(AbsLossWrapper):
             loss: Scalar, criterion term plus regulariser.
             stats: Detached scalars: ``criterion.name`` (criterion term), "nit_reg" (regulariser),
                 "noise_act" (mean summed noise activation), and the criterion's own ``stats``.
-            others: {"perm": (B, N) long}, the noise head assigned to each query.
+            others: ``{"perm": (B, N)}`` the identity (outputs follow the query order, as ESPnet's
+                ``perm`` means a source permutation) and ``{"nit_perm": (B, N)}`` the noise head assigned
+                to each query.
         """
         if len(ref) != len(inf):
             raise ValueError(f"got {len(ref)} references and {len(inf)} query masks")
@@ -259,7 +261,8 @@ class NoiseInvariantSolver(AbsLossWrapper):
         stats[self.criterion.name] = crit_loss.detach()
         stats["nit_reg"] = reg.detach()
         stats["noise_act"] = noise_act.detach()
-        return crit_loss + reg, stats, {"perm": perm}
+        identity = torch.arange(num_spk, device=perm.device).expand_as(perm)
+        return crit_loss + reg, stats, {"perm": identity, "nit_perm": perm}
 
 
 def _device_type(x) -> str:

@@ -159,6 +159,8 @@ class CLIPQueryEncoder:
         import open_clip
 
         kwargs = dict(device=self.device, cache_dir=self.cache_dir, weights_only=True)
+        # open_clip logs its own error before raising; ours below says what to do, in one line.
+        logging.disable(logging.ERROR)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name, pretrained=self.pretrained, **kwargs
@@ -172,6 +174,8 @@ class CLIPQueryEncoder:
             if self.pretrained is not None:
                 raise RuntimeError(self._missing_weights_message(err)) from err
             raise
+        finally:
+            logging.disable(logging.NOTSET)
         model.eval().requires_grad_(False)
         self._model = model
         self._preprocess = preprocess

@@ -172,6 +172,7 @@ def main(cmd=None) -> int:
                 batch_size=args.batch_size * (args.num_frames if args.text is None else 4),
                 templates=args.templates or CLIPSEP_TEMPLATES,
             )
+            encoder.model  # load CLIP now: a missing checkpoint fails before any progress output
             for i in tqdm(range(0, len(todo), args.batch_size), desc=f"embed {args.name}", unit="batch"):
                 keys, values = zip(*todo[i : i + args.batch_size])
                 if args.text is not None:

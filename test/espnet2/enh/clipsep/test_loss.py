@@ -231,7 +231,8 @@ def test_nit_swapping_noise_heads_is_exact():
     assert torch.equal(loss_a, loss_b)
     for k in ("wbce", "nit_reg", "noise_act"):
         assert torch.equal(stats_a[k], stats_b[k])
-    assert torch.equal(o_b["perm"], 1 - o_a["perm"])
+    assert torch.equal(o_b["nit_perm"], 1 - o_a["nit_perm"])
+    assert torch.equal(o_a["perm"], o_b["perm"])  # outputs keep the query order
 
 
 def test_nit_equals_hand_written_min():
@@ -250,7 +251,8 @@ def test_nit_equals_hand_written_min():
     torch.testing.assert_close(stats["wbce"], crit_term)
     assert stats["nit_reg"].item() == pytest.approx(reg, rel=1e-5)
     torch.testing.assert_close(loss, crit_term + reg)
-    assert others["perm"].shape == (3, 2) and others["perm"].dtype == torch.long
+    assert others["nit_perm"].shape == (3, 2) and others["nit_perm"].dtype == torch.long
+    assert others["perm"].tolist() == [[0, 1]] * 3
     assert all(s.requires_grad is False for s in stats.values())
 
 
@@ -267,7 +269,7 @@ def test_nit_per_sample_min_and_perm():
     crit = WeightedBCEMaskLoss()
     solver = NoiseInvariantSolver(crit)
     loss, stats, others = solver(refs, inf, {"mask_nit1": z1, "mask_nit2": z2})
-    assert others["perm"].tolist() == [[0, 1], [1, 0]]
+    assert others["nit_perm"].tolist() == [[0, 1], [1, 0]]
 
     # Both samples reach the same (best) per-sample loss, -(log 0.95) averaged over the bins.
     best = -math.log(0.95)

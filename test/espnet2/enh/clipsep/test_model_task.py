@@ -1,0 +1,304 @@
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from espnet2.enh.clipsep.clipsep_separator import CLIPSepSeparator
+from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
+from espnet2.enh.clipsep.task import CLIPSepTask
+
+CONF_DIR = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf"
+TINY_DIR = CONF_DIR / "tiny"
+ALL_CONFIGS = sorted(CONF_DIR.rglob("*.yaml"))
+TINY_CONFIGS = sorted(TINY_DIR.glob("*.yaml"))
+
+BATCH, LENGTH = 2, 4000  # 0.25 s at 16 kHz
+
+
+def _args(config: Path, **model_conf):
+    args = CLIPSepTask.get_parser().parse_args(["--config", str(config)])
+    if model_conf:
+        args.model_conf = {**args.model_conf, **model_conf}
+    return args
+
+
+def _build(config: Path, seed: int = 0, **model_conf) -> CLIPSepEnhancementModel:
+    torch.manual_seed(seed)
+    return CLIPSepTask.build_model(_args(config, **model_conf))
+
+
+def _query(separator: CLIPSepSeparator, gen: torch.Generator) -> torch.Tensor:
+    if separator.query_type == "label":
+        return torch.randint(0, separator.label_embedding.num_embeddings, (BATCH,), generator=gen)
+    return torch.randn(BATCH, separator.query_proj.in_features, generator=gen)
+
+
+def _batch(model: CLIPSepEnhancementModel, seed: int = 0, text: bool = False) -> Dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    batch = {
+        "speech_mix": torch.randn(BATCH, LENGTH, generator=gen),
+        "speech_mix_lengths": torch.tensor([LENGTH, LENGTH - 700]),
+    }
+    for n in (1, 2):
+        batch[f"speech_ref{n}"] = torch.randn(BATCH, LENGTH, generator=gen) * 0.5
+    if model.separator.query_type != "none":
+        for n in (1, 2):
+            batch[f"query{n}"] = _query(model.separator, gen)
+            if text:
+                batch[f"text_query{n}"] = _query(model.separator, gen)
+    return batch
+
+
+def _spy_on_separator(model, monkeypatch) -> List[Dict[str, torch.Tensor]]:
+    """Record the ``additional`` dict of every separator call."""
+    seen = []
+    forward = model.separator.forward
+
+    def spy(input, ilens, additional=None):
+        seen.append({k: v.detach().clone() for k, v in (additional or {}).items()})
+        return forward(input, ilens, additional)
+
+    monkeypatch.setattr(model.separator, "forward", spy)
+    return seen
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Task: data names and collation
+def test_optional_data_names():
+    for train, inference in ((True, False), (False, False), (False, True)):
+        names = CLIPSepTask.optional_data_names(train=train, inference=inference)
+        for n in range(1, 11):
+            assert f"query{n}" in names and f"text_query{n}" in names
+        assert "query11" not in names
+        # ESPnet's own names are kept.
+        assert "speech_ref2" in names and "noise_ref1" in names
+    assert CLIPSepTask.required_data_names(train=True) == ("speech_ref1",)
+
+
+def test_collate_treats_queries_as_vectors():
+    collate = CLIPSepTask.build_collate_fn(_args(TINY_DIR / "train_enh_clipsep.yaml"), train=True)
+    rng = np.random.default_rng(0)
+    data = [
+        (
+            f"utt{i}",
+            {
+                "speech_mix": rng.standard_normal(length).astype(np.float32),
+                "speech_ref1": rng.standard_normal(length).astype(np.float32),
+                "query1": rng.standard_normal(64).astype(np.float32),
+                "query2": rng.standard_normal((3, 64)).astype(np.float32),  # 3 frames
+                "text_query1": rng.standard_normal(64).astype(np.float32),
+            },
+        )
+        for i, length in enumerate((100, 80))
+    ]
+    uttids, batch = collate(data)
+    assert uttids == ["utt0", "utt1"]
+    assert batch["query1"].shape == (2, 64)
+    assert batch["query2"].shape == (2, 3, 64)
+    assert batch["text_query1"].shape == (2, 64)
+    np.testing.assert_array_equal(batch["query1"][1].numpy(), data[1][1]["query1"])
+    for key in ("query1", "query2", "text_query1"):
+        assert f"{key}_lengths" not in batch
+    # Audio stays a padded sequence with lengths.
+    assert batch["speech_mix"].shape == (2, 100)
+    assert batch["speech_mix_lengths"].tolist() == [100, 80]
+    assert float(batch["speech_mix"][1, 80:].abs().sum()) == 0.0
+
+
+def test_build_model_rejects_diffusion():
+    args = _args(TINY_DIR / "train_enh_clipsep.yaml")
+    args.diffusion_model = "sgmse"
+    with pytest.raises(ValueError, match="diffusion"):
+        CLIPSepTask.build_model(args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model: forward, loss, backward
+@pytest.mark.parametrize(
+    "name, stat_keys",
+    [("train_enh_clipsep.yaml", {"wbce"}), ("train_enh_clipsep_nit.yaml", {"wbce", "nit_reg", "noise_act"})],
+)
+def test_forward_backward_from_tiny_config(name, stat_keys):
+    model = _build(TINY_DIR / name)
+    assert isinstance(model, CLIPSepEnhancementModel)
+    assert isinstance(model.separator, CLIPSepSeparator)
+    assert model.separator.warp_bins == 64 and model.num_spk == 2
+    model.train()
+    loss, stats, weight = model(**_batch(model))
+    assert loss.numel() == 1 and torch.isfinite(loss).all()
+    assert stat_keys <= set(stats)
+    assert "si_snr_loss" not in stats  # only_for_test monitor is skipped in training
+    assert int(weight) == BATCH
+    for key in stat_keys:
+        assert torch.isfinite(stats[key]).all()
+    loss.sum().backward()
+    sep = model.separator
+    for param in (sep.unet.input_norm.weight, sep.unet.down[0].conv.weight, sep.query_proj.weight, sep.mask_scale):
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0
+    if name.endswith("nit.yaml"):
+        assert float(sep.noise_heads[0].weight.grad.abs().sum()) > 0
+
+    model.eval()
+    with torch.no_grad():
+        loss, stats, _ = model(**_batch(model))
+    assert torch.isfinite(loss).all() and "si_snr_loss" in stats
+
+
+@pytest.mark.parametrize("config", TINY_CONFIGS, ids=lambda p: p.stem)
+def test_every_tiny_config_trains_one_step(config):
+    """Forward + backward for each tiny YAML: separator and criterion settings must agree (e.g. warp_bins)."""
+    model = _build(config).train()
+    loss, stats, _ = model(**_batch(model, text=True))
+    assert torch.isfinite(loss).all() and "wbce" in stats
+    loss.sum().backward()
+    assert float(model.separator.unet.down[0].conv.weight.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_criterion_warp_matches_separator(config):
+    conf = yaml.safe_load(config.read_text())
+    sep_bins = conf["separator_conf"].get("warp_bins", 256)
+    wbce = [c for c in conf["criterions"] if c["name"] == "wbce"]
+    assert wbce, "every CLIPSep config trains with the WBCE mask loss"
+    for crit in wbce:
+        assert (crit.get("conf") or {}).get("warp_bins", 256) == sep_bins
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model: queries reach the separator
+def test_queries_reach_separator(monkeypatch):
+    model = _build(TINY_DIR / "train_enh_clipsep.yaml").train()
+    seen = _spy_on_separator(model, monkeypatch)
+    batch = _batch(model)
+    batch["text_query1"] = torch.zeros(BATCH, 64)  # ignored with text_query_prob 0
+    model(**batch)
+    assert len(seen) == 1
+    assert set(seen[0]) == {"query1", "query2"}
+    for n in (1, 2):
+        assert torch.equal(seen[0][f"query{n}"], batch[f"query{n}"])
+    assert model._queries == {}  # per-call state is cleared
+
+
+def test_text_query_prob_one_uses_text_in_training_only(monkeypatch):
+    model = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml", text_query_prob=1.0)
+    assert model.text_query_prob == 1.0
+    seen = _spy_on_separator(model, monkeypatch)
+    batch = _batch(model, text=True)
+
+    model.train()
+    model(**batch)
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    train_call, eval_call = seen
+    assert set(train_call) == set(eval_call) == {"query1", "query2"}
+    for n in (1, 2):
+        assert torch.equal(train_call[f"query{n}"], batch[f"text_query{n}"])
+        assert torch.equal(eval_call[f"query{n}"], batch[f"query{n}"])
+
+
+def test_text_query_prob_mixes_per_example():
+    model = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml")
+    assert model.text_query_prob == 0.5  # from the YAML's model_conf
+    model.train()
+    torch.manual_seed(0)
+    image = torch.randn(2000, 4)
+    text = torch.randn(2000, 4) + 10.0
+    picked = model.select_queries({"query1": image, "text_query1": text, "speech_mix": torch.zeros(2000, 1)})
+    assert set(picked) == {"query1"}
+    is_text = (picked["query1"] == text).all(dim=1)
+    is_image = (picked["query1"] == image).all(dim=1)
+    assert bool((is_text ^ is_image).all())  # whole rows, never mixed within an example
+    assert 0.45 < float(is_text.float().mean()) < 0.55
+    # (B, Q, D) stacks are swapped per example too.
+    stacked = model.select_queries({"query1": image.view(2000, 2, 2), "text_query1": text.view(2000, 2, 2)})
+    rows = stacked["query1"].view(2000, 4)
+    assert bool(((rows == text).all(dim=1) ^ (rows == image).all(dim=1)).all())
+
+
+def test_text_query_prob_needs_text_data():
+    model = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml").train()
+    with pytest.raises(ValueError, match="text_query1"):
+        model(**_batch(model, text=False))
+    # Not needed at inference.
+    model.eval()
+    with torch.no_grad():
+        loss, _, _ = model(**_batch(model, text=False))
+    assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("prob", [-0.1, 1.5])
+def test_text_query_prob_range(prob):
+    with pytest.raises(ValueError, match="text_query_prob"):
+        _build(TINY_DIR / "train_enh_clipsep.yaml", text_query_prob=prob)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model: state dict round trip
+@pytest.mark.parametrize("name", ["train_enh_clipsep_nit.yaml", "train_enh_labelsep.yaml"])
+def test_state_dict_round_trip(name, tmp_path):
+    config = TINY_DIR / name
+    model = _build(config, seed=0).train()
+    # Move BatchNorm statistics and weights away from their initial values.
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = _batch(model, seed=1)
+    for _ in range(2):
+        optim.zero_grad()
+        model(**batch)[0].sum().backward()
+        optim.step()
+    path = tmp_path / "model.pth"
+    torch.save(model.state_dict(), path)
+
+    other = _build(config, seed=123)
+    state = torch.load(path, map_location="cpu")
+    assert set(state) == set(other.state_dict())
+    other.load_state_dict(state, strict=True)
+
+    model.eval()
+    other.eval()
+    mix, lens = batch["speech_mix"], batch["speech_mix_lengths"]
+    queries = {k: v for k, v in batch.items() if k.startswith("query")}
+    with torch.no_grad():
+        out_a = model.forward_enhance(mix, lens, queries)[0]
+        out_b = other.forward_enhance(mix, lens, queries)[0]
+        fresh = _build(config, seed=123).eval().forward_enhance(mix, lens, queries)[0]
+    assert len(out_a) == 2
+    for a, b, c in zip(out_a, out_b, fresh):
+        assert a.shape == mix.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert not torch.allclose(a, c)  # the loaded weights matter
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every shipped YAML dry-runs through the task's main
+def test_configs_are_found():
+    names = {f"{p.parent.name}/{p.name}" for p in ALL_CONFIGS}
+    assert {"tuning/train_enh_clipsep.yaml", "tiny/train_enh_clipsep.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_dry_run(config, tmp_path):
+    out = tmp_path / "exp"
+    CLIPSepTask.main(
+        cmd=[
+            "--config", str(config),
+            "--iterator_type", "none",
+            "--dry_run", "true",
+            "--output_dir", str(out),
+            "--use_tensorboard", "false",
+            "--use_matplotlib", "false",
+            "--ngpu", "0",
+        ]
+    )  # fmt: skip
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    source = yaml.safe_load(config.read_text())
+    assert written["separator"] == "clipsep"
+    for key, value in source["separator_conf"].items():
+        assert written["separator_conf"][key] == value
+    assert [c["name"] for c in written["criterions"]] == [c["name"] for c in source["criterions"]]
+    assert written["model_conf"].get("text_query_prob", 0.0) == source.get("model_conf", {}).get(
+        "text_query_prob", 0.0
+    )
