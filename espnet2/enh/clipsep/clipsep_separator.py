@@ -225,9 +225,12 @@ class CLIPSepSeparator(AbsSeparator):
             logits = self.query_logits(additional)
             masks = [self._synthesize(feats, torch.sigmoid(z)) for z in logits]
             if len(self.noise_heads):
-                if len(logits) != len(self.noise_heads):
+                # The NIT loss pairs each query with one noise head; at inference any number of queries
+                # works (the heads only see the mean query logit and never become outputs).
+                if self.training and len(logits) != len(self.noise_heads):
                     raise ValueError(
-                        f"NIT has {len(self.noise_heads)} noise heads but got {len(logits)} queries"
+                        f"NIT training needs one query per noise head: {len(self.noise_heads)} noise heads, "
+                        f"got {len(logits)} queries"
                     )
                 mixture_logit = torch.stack(logits).mean(dim=0)
                 for j, head in enumerate(self.noise_heads, 1):

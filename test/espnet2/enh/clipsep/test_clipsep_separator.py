@@ -53,7 +53,15 @@ def _randomize(sep: CLIPSepSeparator, seed: int = 3) -> CLIPSepSeparator:
 # Output contract
 @pytest.mark.parametrize(
     "variant, num_queries, num_outputs",
-    [("clip", 1, 1), ("clip", 2, 2), ("clip", 3, 3), ("label", 1, 1), ("label", 2, 2), ("none", 0, 2), ("nit", 2, 2)],
+    [
+        ("clip", 1, 1),
+        ("clip", 2, 2),
+        ("clip", 3, 3),
+        ("label", 1, 1),
+        ("label", 2, 2),
+        ("none", 0, 2),
+        ("nit", 2, 2),
+    ],
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_outputs_follow_queries(variant, num_queries, num_outputs, training):
@@ -92,10 +100,33 @@ def test_nit_return_noise_gives_signals():
         torch.testing.assert_close(sig, x * log_freq_unwarp(others[f"mask_nit{j}"], INPUT_DIM))
 
 
-def test_nit_needs_one_query_per_noise_head():
-    sep = _separator("nit")
-    with pytest.raises(ValueError, match="noise heads"):
-        sep(_mixture(), torch.tensor([16, 16]), _queries("nit", 1))
+@pytest.mark.parametrize("num_queries", [1, 3])
+def test_nit_training_needs_one_query_per_noise_head(num_queries):
+    sep = _separator("nit").train()
+    with pytest.raises(ValueError, match="noise head"):
+        sep(_mixture(), torch.tensor([16, 16]), _queries("nit", num_queries))
+
+
+@pytest.mark.parametrize("num_queries", [1, 3])
+def test_nit_inference_takes_any_number_of_queries(num_queries):
+    # A CLIPSep-NIT model separates a single text query at inference: the noise heads never become outputs.
+    sep = _randomize(_separator("nit", return_noise=True)).eval()
+    x = _mixture()
+    queries = _queries("nit", num_queries)
+    masked, _, others = sep(x, torch.tensor([16, 16]), queries)
+    assert len(masked) == num_queries
+    # Query outputs do not depend on the noise heads: same as a plain CLIPSep with the same weights.
+    plain = CLIPSepSeparator(INPUT_DIM, **{**TINY, **VARIANTS["clip"]}).eval()
+    plain.load_state_dict({k: v for k, v in sep.state_dict().items() if not k.startswith("noise_heads.")})
+    expected, _, _ = plain(x, torch.tensor([16, 16]), queries)
+    for y, e in zip(masked, expected):
+        torch.testing.assert_close(y, e)
+    # The noise heads see the mean query logit.
+    mean_logit = torch.stack(sep.query_logits(queries)).mean(dim=0)
+    feats = sep.audio_features(x)
+    for j, head in enumerate(sep.noise_heads, 1):
+        torch.testing.assert_close(others[f"mask_nit{j}"], sep._synthesize(feats, torch.sigmoid(head(mean_logit))))
+        assert others[f"nit{j}"].shape == x.shape
 
 
 def test_num_spk_property():

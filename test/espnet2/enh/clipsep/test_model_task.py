@@ -147,6 +147,17 @@ def test_forward_backward_from_tiny_config(name, stat_keys):
     assert torch.isfinite(loss).all() and "si_snr_loss" in stats
 
 
+def test_nit_model_separates_a_single_query_at_inference():
+    model = _build(TINY_DIR / "train_enh_clipsep_nit.yaml").eval()
+    batch = _batch(model)
+    with torch.no_grad():
+        speech_pre = model.forward_enhance(
+            batch["speech_mix"], batch["speech_mix_lengths"], {"query1": batch["query1"]}
+        )[0]
+    assert len(speech_pre) == 1 and speech_pre[0].shape == batch["speech_mix"].shape
+    assert torch.isfinite(speech_pre[0]).all()
+
+
 @pytest.mark.parametrize("config", TINY_CONFIGS, ids=lambda p: p.stem)
 def test_every_tiny_config_trains_one_step(config):
     """Forward + backward for each tiny YAML: separator and criterion settings must agree (e.g. warp_bins)."""

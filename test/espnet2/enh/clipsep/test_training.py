@@ -2,10 +2,11 @@
 
 Four source classes differ in spectral content and timing:
 
-0. low harmonic notes (f0 110-220 Hz, 6 harmonics), 2-4 random notes per clip;
-1. high harmonic notes (f0 700-1400 Hz, 3 harmonics), 2-4 random notes per clip;
-2. noise bursts band-limited to 2-3.5 kHz at random times;
-3. noise bursts band-limited to 5-7 kHz at random times.
+0. low harmonic notes (f0 110-220 Hz, 8 harmonics: up to 1.8 kHz), 2-4 random notes per clip;
+1. higher harmonic notes (f0 440-880 Hz, 4 harmonics: up to 3.5 kHz), 2-4 random notes per clip;
+2. 2-4 noise bursts band-limited to 1.5-4 kHz at random times;
+3. 2-4 noise bursts band-limited to 3.5-7 kHz at random times.
+Neighbouring classes overlap in frequency, so the model must use timing and harmonic structure too.
 
 Each class has a fixed random query vector (a stand-in for its CLIP embedding). A training mixture is
 ``g1 * s1 / 2 + g2 * s2 / 2`` of two different classes (unit-RMS sources, gains U(0.5, 1.5) as in CLIPSep),
@@ -14,7 +15,10 @@ front-end and the WBCE mask loss under ESPnet's FixedOrderSolver, trained with A
 
 On held-out mixtures (another seed), the queried source must come out clearly better than the mixture. SDR is
 ``fast_bss_eval.sdr`` (BSS Eval SDR with a 512-tap distortion filter, the metric family of the paper); the
-improvement is ``SDR(est, s) - SDR(mix, s)`` averaged over both queries of every test mixture.
+improvement is ``SDR(est, s) - SDR(mix, s)`` averaged over both queries of every test mixture. SI-SDR (plain
+10 log10 ratio after least-squares scaling of the reference) is checked too, and, as a control, each output
+scored against the other source must get worse than the mixture. Measured on 2 CPU cores (seeds 0-3): SDRi
+22.8-28.0 dB, SI-SDRi 21.0-26.4 dB in ~15 s.
 """
 
 import math
@@ -43,7 +47,7 @@ MIN_SDRI_DB = 3.0
 MAX_SECONDS = 60.0
 
 
-def _envelope(gen: torch.Generator, starts: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
+def _envelope(starts: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
     """Sum of raised-cosine-edged gates (L,) for events at sample ``starts`` with ``durations``."""
     t = torch.arange(LENGTH)
     env = torch.zeros(LENGTH)
@@ -70,7 +74,7 @@ def _harmonic(gen: torch.Generator, f0_range, num_harmonics: int) -> torch.Tenso
         for h in range(1, num_harmonics + 1):
             phase = 2 * math.pi * float(torch.rand(1, generator=gen))
             note = note + torch.sin(2 * math.pi * h * f0 * t + phase) / h
-        env = _envelope(gen, torch.tensor([start]), torch.tensor([max(stop - start - 200, 400)]))
+        env = _envelope(torch.tensor([start]), torch.tensor([max(stop - start - 200, 400)]))
         out = out + note * env
     return out
 
@@ -83,18 +87,18 @@ def _bursts(gen: torch.Generator, band) -> torch.Tensor:
     spec = torch.fft.rfft(noise)
     freqs = torch.fft.rfftfreq(LENGTH, 1 / FS)
     spec = spec * ((freqs >= band[0]) & (freqs <= band[1])).float()
-    return torch.fft.irfft(spec, n=LENGTH) * _envelope(gen, starts, durations)
+    return torch.fft.irfft(spec, n=LENGTH) * _envelope(starts, durations)
 
 
 def make_source(cls: int, gen: torch.Generator) -> torch.Tensor:
     if cls == 0:
-        x = _harmonic(gen, (110.0, 220.0), 6)
+        x = _harmonic(gen, (110.0, 220.0), 8)
     elif cls == 1:
-        x = _harmonic(gen, (700.0, 1400.0), 3)
+        x = _harmonic(gen, (440.0, 880.0), 4)
     elif cls == 2:
-        x = _bursts(gen, (2000.0, 3500.0))
+        x = _bursts(gen, (1500.0, 4000.0))
     else:
-        x = _bursts(gen, (5000.0, 7000.0))
+        x = _bursts(gen, (3500.0, 7000.0))
     return x / x.pow(2).mean().sqrt().clamp(min=1e-8)
 
 
@@ -131,7 +135,18 @@ def build_model() -> CLIPSepEnhancementModel:
 
 def sdr_db(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     """BSS Eval SDR (fast_bss_eval, 512-tap filter) of est against ref, both (B, L) -> (B,)."""
-    return fast_bss_eval.sdr(ref.double().unsqueeze(1), est.double().unsqueeze(1)).squeeze(1)
+    # numpy backend: on strongly band-limited references (an earlier version of these classes), the torch
+    # backend's LU solve raised on the near-singular autocorrelation matrix (torch 2.9.1); numpy's did not.
+    sdr = fast_bss_eval.sdr(ref.double().unsqueeze(1).numpy(), est.double().unsqueeze(1).numpy())
+    return torch.from_numpy(sdr).squeeze(1)
+
+
+def si_sdr_db(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+    """10 log10 of target over residual energy after least-squares scaling of ref, (B, L) -> (B,)."""
+    ref, est = ref.double(), est.double()
+    scale = (ref * est).sum(-1, keepdim=True) / ref.pow(2).sum(-1, keepdim=True)
+    target = scale * ref
+    return 10 * torch.log10(target.pow(2).sum(-1) / (est - target).pow(2).sum(-1))
 
 
 def test_clipsep_learns_to_separate_queried_source():
@@ -171,14 +186,20 @@ def test_clipsep_learns_to_separate_queried_source():
         )[0]
     sdri = torch.cat([sdr_db(ref, e) - sdr_db(ref, mix) for ref, e in zip(refs, est)])
     mean_sdri = float(sdri.mean())
+    si_sdri = torch.cat([si_sdr_db(ref, e) - si_sdr_db(ref, mix) for ref, e in zip(refs, est)])
+    # Control: each output measured against the *other* source (what a query-blind model could score).
+    wrong = torch.cat([si_sdr_db(ref, e) - si_sdr_db(ref, mix) for ref, e in zip(refs[::-1], est)])
     elapsed = time.perf_counter() - start
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     message = (
         f"SDRi {mean_sdri:.2f} dB (median {float(sdri.median()):.2f}, min {float(sdri.min()):.2f}) over "
-        f"{sdri.numel()} queries; WBCE {first:.3f} -> {last:.3f}; train {train_seconds:.1f} s, "
+        f"{sdri.numel()} queries; SI-SDRi {float(si_sdri.mean()):.2f} dB, against the other source "
+        f"{float(wrong.mean()):.2f} dB; WBCE {first:.3f} -> {last:.3f}; train {train_seconds:.1f} s, "
         f"total {elapsed:.1f} s"
     )
     print(message)
     assert last < 0.7 * first, message
     assert mean_sdri > MIN_SDRI_DB, message
+    assert float(si_sdri.mean()) > MIN_SDRI_DB, message
+    assert float(wrong.mean()) < 0.0, message  # the query, not the mixture, decides what comes out
     assert elapsed < MAX_SECONDS, message
