@@ -12,9 +12,10 @@ One class covers the paper's systems through constructor kwargs:
 * PIT (``query_type: none``): the same U-Net with a 1x1 head to ``num_spk`` masks and no query.
 
 Queries reach the separator through ``additional["query{n}"]`` (our model subclass forwards the data files'
-``query{n}`` entries): ``(B, D)`` embeddings, ``(B, Q, D)`` to combine Q queries by their mean, or label ids
-``(B,)``/``(B, 1)`` for LabelSep. The number of outputs is the number of queries given, so a single text query
-at inference gives one output.
+``query{n}`` / ``text_query{n}`` entries): ``(B, D)`` embeddings, ``(B, Q, D)`` to combine Q queries by their
+mean, or label ids ``(B,)``/``(B, 1)`` for LabelSep. The number of outputs is the number of queries given, so a
+single text query at inference gives one output. CLIPSep-Hybrid's train-time modality mix is
+``text_query_prob``: per example and source, the text embedding ``text_query{n}`` replaces ``query{n}``.
 
 Reference:
     H.-W. Dong, N. Takahashi, Y. Mitsufuji, J. McAuley, T. Berg-Kirkpatrick, "CLIPSep: Learning
@@ -35,6 +36,7 @@ from espnet2.enh.clipsep.unet import UNet
 QUERY_TYPES = ("clip", "label", "none")
 MASK_TYPES = ("soft", "binary")
 QUERY_KEY = "query{}"
+TEXT_QUERY_KEY = "text_query{}"
 NOISE_MASK_KEY = "mask_nit{}"
 NOISE_SIGNAL_KEY = "nit{}"
 
@@ -58,6 +60,9 @@ class CLIPSepSeparator(AbsSeparator):
             inference; the loss always sees the soft masks.
         mask_threshold: Threshold for ``mask_type: binary``.
         remove: At inference, output everything but the query (mask 1 - M).
+        text_query_prob: In training, the probability that a source's query is its ``text_query{n}``
+            instead of ``query{n}`` (0: CLIPSep; 0.5: CLIPSep-Hybrid). A config probability per example and
+            source, not a step schedule.
         eps: Added to the magnitude before the log.
     """
 
@@ -78,6 +83,7 @@ class CLIPSepSeparator(AbsSeparator):
         mask_type: str = "soft",
         mask_threshold: float = 0.5,
         remove: bool = False,
+        text_query_prob: float = 0.0,
         eps: float = 1e-10,
     ):
         super().__init__()
@@ -93,6 +99,10 @@ class CLIPSepSeparator(AbsSeparator):
             raise ValueError("noise heads (NIT) need query heads; query_type 'none' (PIT) has none")
         if num_noise_heads and num_noise_heads != num_spk:
             raise ValueError(f"num_noise_heads ({num_noise_heads}) must equal num_spk ({num_spk}) for NIT")
+        if not 0.0 <= text_query_prob <= 1.0:
+            raise ValueError(f"text_query_prob must be in [0, 1], got {text_query_prob}")
+        if text_query_prob and query_type != "clip":
+            raise ValueError("text_query_prob needs embedding queries (query_type 'clip')")
         if warp_bins % (2**unet_layers):
             raise ValueError(f"warp_bins ({warp_bins}) must be divisible by 2**unet_layers ({2**unet_layers})")
 
@@ -105,6 +115,7 @@ class CLIPSepSeparator(AbsSeparator):
         self.mask_type = mask_type
         self.mask_threshold = mask_threshold
         self.remove = remove
+        self.text_query_prob = text_query_prob
         self.eps = eps
 
         self.unet = UNet(in_channels=1, out_channels=num_masks, ngf=unet_channels, num_layers=unet_layers)
@@ -157,19 +168,31 @@ class CLIPSepSeparator(AbsSeparator):
         feats = self.unet(x.transpose(1, 2).unsqueeze(1))  # (B, k, Fw, T')
         return feats[..., :num_frames]
 
-    def query_logits(self, additional: Optional[Dict]) -> List[torch.Tensor]:
-        """Pre-sigmoid query vectors, one ``(B, k)`` tensor per ``query{n}`` in ``additional``."""
+    def select_queries(self, additional: Optional[Dict]) -> List[torch.Tensor]:
+        """The ``query{n}`` tensors of ``additional``, with the train-time text/image mix applied."""
         additional = additional or {}
         queries = []
-        n = 1
-        while QUERY_KEY.format(n) in additional:
-            queries.append(additional[QUERY_KEY.format(n)])
-            n += 1
+        while QUERY_KEY.format(len(queries) + 1) in additional:
+            queries.append(additional[QUERY_KEY.format(len(queries) + 1)])
         if not queries:
             raise ValueError(
                 "CLIPSepSeparator needs query embeddings in additional['query1'], ['query2'], ... "
                 "(train and infer through espnet2.enh.clipsep's task, which forwards them)"
             )
+        if not (self.training and self.text_query_prob > 0):
+            return queries
+        mixed = []
+        for n, q in enumerate(queries, 1):
+            text = additional.get(TEXT_QUERY_KEY.format(n))
+            if text is None:
+                raise ValueError(f"text_query_prob > 0 needs text_query{n} next to query{n} in the data")
+            pick = torch.rand(q.shape[0], device=q.device) < self.text_query_prob
+            mixed.append(torch.where(pick.view(-1, *([1] * (q.dim() - 1))), text.to(q.dtype), q))
+        return mixed
+
+    def query_logits(self, additional: Optional[Dict]) -> List[torch.Tensor]:
+        """Pre-sigmoid query vectors, one ``(B, k)`` tensor per ``query{n}`` in ``additional``."""
+        queries = self.select_queries(additional)
         logits = []
         for n, q in enumerate(queries, 1):
             if self.query_type == "label":

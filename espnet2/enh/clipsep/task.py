@@ -45,16 +45,13 @@ class CLIPSepTask(EnhancementTask):
     def build_model(cls, args: argparse.Namespace) -> CLIPSepEnhancementModel:
         if getattr(args, "diffusion_model", None) is not None:
             raise ValueError("CLIPSepTask builds mask separators; --diffusion_model is not supported")
-        model_conf = dict(args.model_conf)
-        text_query_prob = model_conf.pop("text_query_prob", 0.0)
         # Let ESPnet build (and --init) the parts, then wrap them in the query-forwarding model.
-        base = super().build_model(argparse.Namespace(**{**vars(args), "model_conf": model_conf}))
+        base = super().build_model(args)
         return CLIPSepEnhancementModel(
-            text_query_prob=text_query_prob,
             encoder=base.encoder,
             separator=base.separator,
             decoder=base.decoder,
             mask_module=base.mask_module,
             loss_wrappers=list(base.loss_wrappers) if base.loss_wrappers is not None else None,
-            **model_conf,
+            **args.model_conf,
         )

@@ -374,3 +374,8 @@ def test_load_converted_reference_checkpoint(paper_nit):
     assert torch.equal(paper_nit.unet.input_norm.running_var, reference["module.sound_net.bn0.running_var"])
     # Every parameter and buffer was overwritten by a reference tensor.
     assert len(converted) == len(paper_nit.state_dict())
+
+
+def test_text_query_prob_needs_embedding_queries():
+    with pytest.raises(ValueError, match="text_query_prob needs embedding queries"):
+        CLIPSepSeparator(129, query_type="label", num_labels=3, text_query_prob=0.5, unet_layers=3, warp_bins=32)
