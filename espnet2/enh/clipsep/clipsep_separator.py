@@ -22,6 +22,7 @@ Reference:
     Text-queried Sound Separation with Noisy Unlabeled Videos", ICLR 2023.
 """
 
+import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
@@ -164,7 +165,7 @@ class CLIPSepSeparator(AbsSeparator):
         num_frames = x.shape[1]
         pad = -num_frames % self.time_multiple
         if pad:
-            x = F.pad(x, (0, 0, 0, pad), value=float(torch.log(torch.tensor(self.eps))))
+            x = F.pad(x, (0, 0, 0, pad), value=math.log(self.eps))  # silence
         feats = self.unet(x.transpose(1, 2).unsqueeze(1))  # (B, k, Fw, T')
         return feats[..., :num_frames]
 

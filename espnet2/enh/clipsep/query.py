@@ -96,11 +96,11 @@ class CLIPQueryEncoder:
             raise ValueError(f"unknown CLIP model {model_name!r} (known include: {known})")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not templates:
+            raise ValueError("at least one prompt template is needed")
         for t in templates:
             if t.count("{}") != 1:
                 raise ValueError(f"prompt template must contain exactly one '{{}}': {t!r}")
-        if not templates:
-            raise ValueError("at least one prompt template is needed")
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = torch.device(

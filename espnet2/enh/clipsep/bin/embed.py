@@ -165,12 +165,15 @@ def main(cmd=None) -> int:
         logging.info("%d items, %d already in %s, %d to compute", len(items), len(items) - len(todo),
                      writer.scp, len(todo))
         if todo:
+            templates = args.templates or CLIPSEP_TEMPLATES
+            # One batch of queries or clips = one forward pass over all their prompts or frames.
+            per_item = len(templates) if args.text is not None else args.num_frames
             encoder = CLIPQueryEncoder(
                 args.clip_model,
                 None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
                 device=args.device,
-                batch_size=args.batch_size * (args.num_frames if args.text is None else 4),
-                templates=args.templates or CLIPSEP_TEMPLATES,
+                batch_size=args.batch_size * per_item,
+                templates=templates,
             )
             encoder.model  # load CLIP now: a missing checkpoint fails before any progress output
             for i in tqdm(range(0, len(todo), args.batch_size), desc=f"embed {args.name}", unit="batch"):
