@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything this repo needs, or reuse what is already there (seconds when nothing changed):
-#   1. Debian packages the recipes use (ffmpeg, fluidsynth + GM soundfont, sox, emoji font) when absent;
+#   1. Debian packages the recipes use (ffmpeg, fluidsynth + GM soundfont, sox, emoji font, recorded
+#      sound effects, espeak-ng) when absent;
 #   2. the pinned Python dependencies (tools/requirements.txt) in a cached environment keyed by a hash of
 #      that file and the interpreter, shared by every checkout on this machine;
 #   3. ./.venv: a small virtual environment of this checkout that sees those dependencies and holds this
@@ -13,7 +14,7 @@ log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') [install] $*" >&2; }
 
 PYTHON=${PYTHON:-python3.11}
 CACHE=${ESPNET_CLIPSEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/espnet-clipsep}
-APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm sox fonts-noto-color-emoji)
+APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm sox fonts-noto-color-emoji sound-icons espeak-ng)
 
 command -v "$PYTHON" >/dev/null || { log "error: $PYTHON not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \

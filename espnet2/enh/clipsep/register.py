@@ -14,6 +14,7 @@ BASES: Dict[str, str] = {
     "separator_choices": "espnet2.enh.separator.abs_separator:AbsSeparator",
     "criterion_choices": "espnet2.enh.loss.criterions.abs_loss:AbsEnhLoss",
     "loss_wrapper_choices": "espnet2.enh.loss.wrappers.abs_wrapper:AbsLossWrapper",
+    "preprocessor_choices": "espnet2.train.preprocessor:AbsPreprocessor",
 }
 # choices attribute in espnet2.tasks.enh -> {registered name: "module:Class"}
 CLASSES: Dict[str, Dict[str, str]] = {
@@ -25,6 +26,11 @@ CLASSES: Dict[str, Dict[str, str]] = {
     },
     "loss_wrapper_choices": {
         "noise_invariant": "espnet2.enh.clipsep.loss:NoiseInvariantSolver",
+    },
+    # Only CLIPSepTask builds it (EnhancementTask.build_preprocess_fn knows two names by heart); registering
+    # it lets --preprocessor clipsep_mix through the shared argument parser.
+    "preprocessor_choices": {
+        "clipsep_mix": "espnet2.enh.clipsep.preprocessor:CLIPSepMixPreprocessor",
     },
 }
 
@@ -60,7 +66,7 @@ def registered() -> Tuple[Tuple[str, str, str], ...]:
 
 
 def register() -> None:
-    """Add our separators, criteria and loss wrappers to ``espnet2.tasks.enh``."""
+    """Add our separators, criteria, loss wrappers and preprocessor to ``espnet2.tasks.enh``."""
     from espnet2.tasks import enh
 
     for attr, name, path in registered():

@@ -1,4 +1,4 @@
-"""``CLIPSepTask``: ESPnet's enhancement task with query data names and our model class.
+"""``CLIPSepTask``: ESPnet's enhancement task with query data names, on-the-fly mixing and our model class.
 
 Importing this module registers our classes (spawned multi-GPU workers re-import it when they unpickle
 ``CLIPSepTask.main_worker``). Train with ``python -m espnet2.enh.clipsep.bin.train`` (same options as
@@ -6,7 +6,7 @@ Importing this module registers our classes (spawned multi-GPU workers re-import
 """
 
 import argparse
-from typing import Callable, Collection, Dict, List, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from espnet2.train.collate_fn import CommonCollateFn
 from typeguard import typechecked
 
 from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
+from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
 from espnet2.enh.clipsep.register import register
 
 register()
@@ -39,6 +40,30 @@ class CLIPSepTask(EnhancementTask):
     ]:
         # A query is one vector per example, not a sequence: no padding, no `_lengths` entry.
         return CommonCollateFn(float_pad_value=0.0, int_pad_value=0, not_sequence=query_data_names())
+
+    @classmethod
+    @typechecked
+    def build_preprocess_fn(
+        cls, args: argparse.Namespace, train: bool
+    ) -> Optional[Callable[[str, Dict[str, np.array]], Dict[str, np.ndarray]]]:
+        if getattr(args, "preprocessor", None) != "clipsep_mix":
+            return super().build_preprocess_fn(args, train)
+        conf = dict(getattr(args, "preprocessor_conf", None) or {})
+        if train:
+            # Partners are drawn from the training lists themselves: <ref_prefix>1 (audio), <query_prefix>1.
+            entries = {name: (path, kind) for path, name, kind in args.train_data_path_and_name_and_type}
+            ref = conf.get("ref_prefix", "speech_ref") + "1"
+            query = conf.get("query_prefix", "query") + "1"
+            for name in (ref, query):
+                if name not in entries:
+                    raise ValueError(f"preprocessor clipsep_mix: --train_data_path_and_name_and_type has no '{name}'")
+            conf.setdefault("source_scp", entries[ref][0])
+            conf.setdefault("query_scp", entries[query][0])
+            conf.setdefault("query_type", entries[query][1])
+            if "text_" + query in entries:
+                conf.setdefault("text_query_scp", entries["text_" + query][0])
+                conf.setdefault("text_query_type", entries["text_" + query][1])
+        return CLIPSepMixPreprocessor(train=train, **conf)
 
     @classmethod
     @typechecked

@@ -14,7 +14,10 @@ from espnet2.enh.clipsep.task import CLIPSepTask
 CONF_DIR = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf"
 TINY_DIR = CONF_DIR / "tiny"
 ALL_CONFIGS = sorted(CONF_DIR.rglob("*.yaml"))
-TINY_CONFIGS = sorted(TINY_DIR.glob("*.yaml"))
+# Configs of our CLIPSep separator (the rest run ESPnet's stock separators as baselines, e.g. TF-GridNet).
+CLIPSEP_CONFIGS = [p for p in ALL_CONFIGS if yaml.safe_load(p.read_text())["separator"] == "clipsep"]
+TINY_CONFIGS = [p for p in CLIPSEP_CONFIGS if p.parent == TINY_DIR]
+STOCK_TINY_CONFIGS = sorted(set(TINY_DIR.glob("*.yaml")) - set(TINY_CONFIGS))
 
 BATCH, LENGTH = 2, 4000  # 0.25 s at 16 kHz
 
@@ -169,7 +172,33 @@ def test_every_tiny_config_trains_one_step(config):
     assert float(model.separator.unet.down[0].conv.weight.grad.abs().sum()) > 0
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("config", STOCK_TINY_CONFIGS, ids=lambda p: p.stem)
+def test_stock_separator_baseline_trains_one_step(config):
+    """A stock ESPnet separator (second PIT baseline) runs in our task: queries are forwarded and ignored."""
+    model = _build(config).train()
+    batch = _batch_without_queries(model)
+    batch["query1"] = torch.randn(BATCH, 64)
+    batch["query2"] = torch.randn(BATCH, 64)
+    loss, stats, _ = model(**batch)
+    assert torch.isfinite(loss).all() and "si_snr_loss" in stats
+    loss.sum().backward()
+    grads = [p.grad for p in model.separator.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def _batch_without_queries(model, seed: int = 0) -> Dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    batch = {"speech_mix": torch.randn(BATCH, LENGTH, generator=gen), "speech_mix_lengths": torch.tensor([LENGTH] * 2)}
+    for n in (1, 2):
+        batch[f"speech_ref{n}"] = torch.randn(BATCH, LENGTH, generator=gen) * 0.5
+    return batch
+
+
+def test_a_stock_baseline_is_shipped():
+    assert any(yaml.safe_load(p.read_text())["separator"] == "tfgridnetv2" for p in STOCK_TINY_CONFIGS)
+
+
+@pytest.mark.parametrize("config", CLIPSEP_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_criterion_warp_matches_separator(config):
     conf = yaml.safe_load(config.read_text())
     sep_bins = conf["separator_conf"].get("warp_bins", 256)
@@ -270,7 +299,8 @@ def test_config_dry_run(config, task, tmp_path):
     )  # fmt: skip
     written = yaml.safe_load((out / "config.yaml").read_text())
     source = yaml.safe_load(config.read_text())
-    assert written["separator"] == "clipsep"
+    assert written["separator"] == source["separator"]
+    assert written["preprocessor"] == source["preprocessor"] == "clipsep_mix"
     for key, value in source["separator_conf"].items():
         assert written["separator_conf"][key] == value
     assert [c["name"] for c in written["criterions"]] == [c["name"] for c in source["criterions"]]

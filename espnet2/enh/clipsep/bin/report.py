@@ -1,0 +1,65 @@
+"""Collect score directories into RESULTS.md, spectrogram PNGs and one HTML listening page.
+
+Examples:
+    python -m espnet2.enh.clipsep.bin.report \\
+        --result "CLIPSep-NIT|text|exp/nit/score_text|exp/nit/infer_text/spk1.scp" \\
+        --result "CLIPSep-NIT|image|exp/nit/score_image|exp/nit/infer_image/spk1.scp" \\
+        --result "PIT|oracle|exp/pit/score|exp/pit/infer/spk1.scp,exp/pit/infer/spk2.scp" \\
+        --mix_scp data/test_mix/wav.scp --ref_scp data/test_mix/spk1.scp --label_file data/test_mix/utt2label \\
+        --timings exp/timings.tsv --output RESULTS.md --html_dir exp/report
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from espnet2.enh.clipsep.report import build_report, load_result, parse_result
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet2.enh.clipsep.bin.report",
+        description="RESULTS.md table, spectrogram PNGs and an HTML listening page from score directories.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--result", action="append", required=True,
+        help="SYSTEM|QUERY|SCORE_DIR|INF_SCP, repeatable; INF_SCP lists every output, comma-separated, for "
+        "results scored with --oracle_select",
+    )  # fmt: skip
+    parser.add_argument("--mix_scp", type=Path, required=True, help="mixture wav.scp")
+    parser.add_argument("--ref_scp", type=Path, required=True, help="target reference scp (spk1.scp)")
+    parser.add_argument("--label_file", type=Path, default=None, help="utt2label ('<key> <label>') for examples")
+    parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
+    parser.add_argument("--title", default="CLIPSep separation results", help="report title")
+    parser.add_argument("--num_examples", type=int, default=4, help="example keys on the HTML page")
+    parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
+    parser.add_argument("--html_dir", type=Path, required=True, help="directory for index.html, audio/, img/")
+    parser.add_argument(
+        "--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level"
+    )
+    return parser
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s [report] %(levelname)s: %(message)s")
+    try:
+        if args.num_examples < 0:
+            raise ValueError("--num_examples must be >= 0")
+        results = [load_result(parse_result(spec)) for spec in args.result]
+        build_report(
+            results, args.mix_scp, args.ref_scp, args.output, args.html_dir, args.title,
+            num_examples=args.num_examples, label_file=args.label_file, timings=args.timings,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"report: error: {err}", file=sys.stderr)
+        return 2
+    logging.info("wrote %s and %s", args.output, args.html_dir / "index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

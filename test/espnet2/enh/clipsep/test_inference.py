@@ -1,0 +1,194 @@
+"""Recipe inference, packing and LabelSep ids on small random models written like training writes them."""
+
+import argparse
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from espnet2.enh.clipsep.bin.inference import main as inference_main
+from espnet2.enh.clipsep.bin.label_ids import main as label_ids_main
+from espnet2.enh.clipsep.bin.pack import main as pack_main
+from espnet2.enh.clipsep.mixtures import read_table
+from espnet2.enh.clipsep.packing import check_archive, unpack_model, verify_pack
+from espnet2.enh.clipsep.task import CLIPSepTask
+
+CONF = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf" / "tiny"
+FS = 16000
+
+
+def _experiment(tmp_path: Path, config: str) -> Path:
+    """config.yaml from the task's own dry run + random weights, as training leaves them."""
+    exp = tmp_path / Path(config).stem
+    CLIPSepTask.main(cmd=["--config", str(CONF / config), "--iterator_type", "none", "--dry_run", "true",
+                          "--output_dir", str(exp), "--use_tensorboard", "false", "--use_matplotlib", "false"])
+    args = argparse.Namespace(**yaml.safe_load((exp / "config.yaml").read_text()))
+    torch.manual_seed(0)
+    model = CLIPSepTask.build_model(args)
+    torch.save(model.state_dict(), exp / "model.pth")
+    return exp
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    wav, q, t = [], [], []
+    for i in range(3):
+        soundfile.write(d / f"m{i}.wav", rng.uniform(-0.3, 0.3, FS // 2 + 137 * i).astype(np.float32), FS)
+        np.save(d / f"q{i}.npy", rng.normal(size=64).astype(np.float32))
+        np.save(d / f"t{i}.npy", rng.normal(size=(5, 64)).astype(np.float32))  # per-frame: reduced to its centre
+        wav.append(f"m{i} {d / f'm{i}.wav'}\n")
+        q.append(f"m{i} {d / f'q{i}.npy'}\n")
+        t.append(f"m{i} {d / f't{i}.npy'}\n")
+    (d / "wav.scp").write_text("".join(wav))
+    (d / "query1.scp").write_text("".join(q))
+    (d / "frames1.scp").write_text("".join(t))
+    return d
+
+
+def _infer(exp, data, out, *extra):
+    return inference_main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / "model.pth"),
+                           "--output_dir", str(out), "--num_workers", "0",
+                           "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech_mix,sound", *extra])
+
+
+def test_one_query_gives_one_output_of_the_input_length(tmp_path, data):
+    exp = _experiment(tmp_path, "train_enh_clipsep_nit.yaml")
+    out = tmp_path / "infer"
+    assert _infer(exp, data, out, "--data_path_and_name_and_type", f"{data / 'query1.scp'},query1,npy") == 0
+    assert sorted(p.name for p in out.glob("*.scp")) == ["spk1.scp"]  # NIT noise heads are not outputs
+    table = read_table(out / "spk1.scp")
+    assert sorted(table) == ["m0", "m1", "m2"]
+    for i in range(3):
+        est, fs = soundfile.read(table[f"m{i}"], dtype="float32")
+        assert fs == FS and len(est) == FS // 2 + 137 * i and np.abs(est).max() <= 1.0
+        assert np.abs(est).sum() > 0
+
+    # Same output as the model called directly (query -> separator -> decoder).
+    model, _ = CLIPSepTask.build_model_from_file(exp / "config.yaml", exp / "model.pth", "cpu")
+    mix, _ = soundfile.read(data / "m1.wav", dtype="float32")
+    with torch.no_grad():
+        pre, *_ = model.eval().forward_enhance(
+            torch.from_numpy(mix)[None], torch.tensor([len(mix)]), {"query1": torch.from_numpy(np.load(data / "q1.npy"))[None]}
+        )
+    est, _ = soundfile.read(table["m1"], dtype="float32")
+    np.testing.assert_allclose(est, pre[0][0].clamp(-1, 1).numpy(), atol=1e-5)
+
+    # A per-frame query is reduced to its 3 centre frames by the (evaluation-mode) preprocessor.
+    out2 = tmp_path / "infer_frames"
+    assert _infer(exp, data, out2, "--data_path_and_name_and_type", f"{data / 'frames1.scp'},query1,npy") == 0
+    np.save(data / "centre.npy", np.load(data / "t0.npy")[1:4].mean(0))
+    (data / "centre1.scp").write_text(f"m0 {data / 'centre.npy'}\n")
+    out3 = tmp_path / "infer_centre"
+    (data / "key").write_text("m0 x\n")
+    assert _infer(exp, data, out3, "--key_file", str(data / "key"),
+                  "--data_path_and_name_and_type", f"{data / 'centre1.scp'},query1,npy") == 0
+    a, _ = soundfile.read(read_table(out2 / "spk1.scp")["m0"])
+    b, _ = soundfile.read(read_table(out3 / "spk1.scp")["m0"])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # Binary masks and remove mode change the output; remove + soft gives the complement.
+    out4 = tmp_path / "infer_remove"
+    assert _infer(exp, data, out4, "--remove", "--data_path_and_name_and_type", f"{data / 'query1.scp'},query1,npy") == 0
+    rem, _ = soundfile.read(read_table(out4 / "spk1.scp")["m1"], dtype="float32")
+    assert np.abs(rem - est).max() > 1e-3
+
+
+def test_pit_model_writes_all_outputs(tmp_path, data):
+    exp = _experiment(tmp_path, "train_enh_pit.yaml")
+    out = tmp_path / "infer"
+    assert _infer(exp, data, out) == 0
+    assert sorted(p.name for p in out.glob("*.scp")) == ["spk1.scp", "spk2.scp"]
+
+
+def test_inference_errors_are_one_line(tmp_path, data, capsys):
+    exp = _experiment(tmp_path, "train_enh_clipsep.yaml")
+    capsys.readouterr()
+    assert _infer(exp, data, tmp_path / "o", "--data_path_and_name_and_type", f"{tmp_path / 'nope.scp'},query1,npy") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.scp: file not found" in err[0]
+    assert _infer(exp, data, tmp_path / "o") == 2  # a query model without queries
+    assert "query embeddings" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "spk1.scp").exists()
+
+
+def test_pack_reloads_identically_through_the_model_zoo(tmp_path):
+    exp = _experiment(tmp_path, "train_enh_clipsep_nit.yaml")
+    (tmp_path / "RESULTS.md").write_text("# results\n")
+    zip_path = tmp_path / "packed.zip"
+    assert pack_main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / "model.pth"),
+                      "--outpath", str(zip_path), "--option", str(tmp_path / "RESULTS.md")]) == 0
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "meta.yaml" in names and any(n.endswith("RESULTS.md") for n in names)
+    assert verify_pack(zip_path, exp / "model.pth") == len(torch.load(exp / "model.pth", weights_only=True))
+    info = unpack_model(zip_path, tmp_path / "cache")
+    model, _ = CLIPSepTask.build_model_from_file(info["train_config"], info["model_file"], "cpu")
+    assert type(model).__name__ == "CLIPSepEnhancementModel" and len(model.separator.noise_heads) == 2
+
+    # A different model file does not verify.
+    other = CLIPSepTask.build_model(argparse.Namespace(**yaml.safe_load((exp / "config.yaml").read_text())))
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="differs"):
+        verify_pack(zip_path, tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt"])
+def test_archive_members_outside_the_target_are_refused(tmp_path, member):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("meta.yaml", "files: {}\nyaml_files: {}\n")
+        zf.writestr(member, "x")
+    with pytest.raises(ValueError, match="outside the target directory"):
+        unpack_model(bad, tmp_path / "cache")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "cache").exists()
+
+
+def test_symlink_members_are_refused(tmp_path):
+    bad = tmp_path / "link.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ValueError, match="link or special file"):
+        check_archive(bad)
+
+
+def test_label_ids(tmp_path, capsys):
+    (tmp_path / "train").write_text("a violin\nb cat\nc violin\n")
+    (tmp_path / "test").write_text("x cat\n")
+    (tmp_path / "bad").write_text("y dog\n")
+    lst = tmp_path / "labels.txt"
+    assert label_ids_main(["--label_list", str(lst), "--utt2label", str(tmp_path / "train"), "--output_dir",
+                           str(tmp_path / "tr"), "--utt2label", str(tmp_path / "test"), "--output_dir", str(tmp_path / "te")]) == 0
+    assert lst.read_text() == "cat\nviolin\n"
+    scp = read_table(tmp_path / "tr" / "label.scp")
+    assert [int(np.load(scp[k])[0]) for k in "abc"] == [1, 0, 1]
+    assert np.load(read_table(tmp_path / "te" / "label.scp")["x"]).dtype == np.int64
+    assert label_ids_main(["--label_list", str(lst), "--utt2label", str(tmp_path / "bad"), "--output_dir", str(tmp_path / "b")]) == 2
+    assert "label 'dog' is not in" in capsys.readouterr().err
+
+
+def test_spawned_workers_see_the_registration():
+    """ESPnet's multi-GPU training spawns fresh interpreters whose target, CLIPSepTask.main_worker, arrives
+    pickled: unpickling it imports our task module, which registers. Checked with the start-up hook off."""
+    probe = (
+        "import pickle, sys\n"
+        "from espnet2.tasks.enh import separator_choices, preprocessor_choices\n"
+        "before = 'clipsep' in separator_choices.classes\n"
+        "target = pickle.loads(sys.stdin.buffer.read())\n"
+        "print(before, target.__self__.__name__ + '.' + target.__name__, 'clipsep' in separator_choices.classes,"
+        " 'clipsep_mix' in preprocessor_choices.classes)\n"
+    )
+    env = {**os.environ, "ESPNET_CLIPSEP_AUTOREGISTER": "0"}
+    out = subprocess.run([sys.executable, "-c", probe], input=pickle.dumps(CLIPSepTask.main_worker),
+                         capture_output=True, env=env, timeout=300, check=True)
+    assert out.stdout.decode().splitlines()[-1].split() == ["False", "CLIPSepTask.main_worker", "True", "True"]

@@ -1,0 +1,140 @@
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor, center_frame_mean, crop_around
+from espnet2.enh.clipsep.task import CLIPSepTask
+
+FS = 16000
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """5 clips of 3 s: clip c is a constant c+1 (so every sample tells its source), 3 frame embeddings each."""
+    wav, emb, text = [], [], []
+    for c in range(5):
+        audio = np.full(3 * FS, 0.1 * (c + 1), dtype=np.float32)
+        soundfile.write(tmp_path / f"c{c}.wav", audio, FS, subtype="FLOAT")
+        frames = np.stack([np.full(4, 10 * c + f, dtype=np.float32) for f in range(3)])
+        np.save(tmp_path / f"c{c}.npy", frames)
+        np.save(tmp_path / f"t{c}.npy", np.full(4, -c, dtype=np.float32))
+        wav.append(f"c{c} {tmp_path / f'c{c}.wav'}\n")
+        emb.append(f"c{c} {tmp_path / f'c{c}.npy'}\n")
+        text.append(f"c{c} {tmp_path / f't{c}.npy'}\n")
+    (tmp_path / "wav.scp").write_text("".join(wav))
+    (tmp_path / "query.scp").write_text("".join(emb))
+    (tmp_path / "text.scp").write_text("".join(text))
+    return tmp_path
+
+
+def _item(clips, c):
+    audio, _ = soundfile.read(clips / f"c{c}.wav", dtype="float32")
+    return {"speech_ref1": audio, "query1": np.load(clips / f"c{c}.npy"), "text_query1": np.load(clips / f"t{c}.npy")}
+
+
+def test_center_frame_mean_and_crop():
+    q = np.arange(10, dtype=np.float32).reshape(5, 2)
+    np.testing.assert_allclose(center_frame_mean(q, 2, 3), q[1:4].mean(0))
+    np.testing.assert_allclose(center_frame_mean(q, 0, 3), q[0:3].mean(0))  # shifted inside
+    np.testing.assert_allclose(center_frame_mean(q, 4, 3), q[2:5].mean(0))
+    vec = np.ones(4, dtype=np.float32)
+    assert center_frame_mean(vec, 7, 3) is vec
+    label = np.array([[3]], dtype=np.int64)  # LabelSep ids pass through untouched
+    assert center_frame_mean(label, 0, 3) is label
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(crop_around(x, 5, 4), x[3:7])
+    np.testing.assert_array_equal(crop_around(x, 0, 4), x[0:4])
+    np.testing.assert_array_equal(crop_around(x, 9, 4), x[6:10])
+    np.testing.assert_array_equal(crop_around(x, 5, 12), np.concatenate([x, [0, 0]]))
+
+
+def test_training_mixture(clips):
+    pre = CLIPSepMixPreprocessor(
+        True, str(clips / "wav.scp"), str(clips / "query.scp"), text_query_scp=str(clips / "text.scp"),
+        segment=FS, gain_range=[0.5, 1.5],
+    )
+    random.seed(0)
+    for _ in range(20):
+        out = pre("c0", _item(clips, 0))
+        assert set(out) == {"speech_mix", "speech_ref1", "speech_ref2", "query1", "query2", "text_query1", "text_query2"}
+        for key in ("speech_mix", "speech_ref1", "speech_ref2"):
+            assert out[key].shape == (FS,) and out[key].dtype == np.float32
+        np.testing.assert_allclose(out["speech_mix"], out["speech_ref1"] + out["speech_ref2"], atol=1e-6)
+        # Source 1 is clip 0 (value 0.1) scaled by U(0.5, 1.5) / 2; source 2 another clip with its own query.
+        g1 = out["speech_ref1"][0] / 0.1
+        assert 0.25 - 1e-6 <= g1 <= 0.75 + 1e-6 and np.ptp(out["speech_ref1"]) < 1e-6
+        partner = int(round(float(out["query2"][0]) / 10 - 0.4))  # query = mean of 3 frames of that clip
+        assert partner != 0
+        np.testing.assert_allclose(out["query2"], np.full(4, 10 * partner + 1.0))
+        np.testing.assert_allclose(out["text_query2"], np.full(4, -partner))
+        g2 = out["speech_ref2"][0] / (0.1 * (partner + 1))
+        assert 0.25 - 1e-6 <= g2 <= 0.75 + 1e-6
+        np.testing.assert_allclose(out["query1"], np.full(4, 1.0))
+        np.testing.assert_allclose(out["text_query1"], np.zeros(4))
+
+
+def test_training_mixture_is_reproducible_by_seed(clips):
+    pre = CLIPSepMixPreprocessor(True, str(clips / "wav.scp"), str(clips / "query.scp"), segment=FS)
+    random.seed(3)
+    a = pre("c1", _item(clips, 1))
+    random.seed(3)
+    b = pre("c1", _item(clips, 1))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_short_clip_is_zero_padded_and_loud_mixture_rescaled(tmp_path):
+    for c in range(2):
+        soundfile.write(tmp_path / f"c{c}.wav", np.full(FS // 2, 0.99, dtype=np.float32), FS, subtype="FLOAT")
+        np.save(tmp_path / f"c{c}.npy", np.ones(4, dtype=np.float32))
+    (tmp_path / "wav.scp").write_text("".join(f"c{c} {tmp_path / f'c{c}.wav'}\n" for c in range(2)))
+    (tmp_path / "q.scp").write_text("".join(f"c{c} {tmp_path / f'c{c}.npy'}\n" for c in range(2)))
+    pre = CLIPSepMixPreprocessor(True, str(tmp_path / "wav.scp"), str(tmp_path / "q.scp"), segment=FS,
+                                 gain_range=[1.5, 1.5], num_spk=2)
+    out = pre("c0", {"speech_ref1": np.full(FS // 2, 0.99, dtype=np.float32), "query1": np.ones(4, np.float32)})
+    assert out["speech_mix"].shape == (FS,)
+    assert np.abs(out["speech_mix"]).max() <= 1.0 + 1e-6
+    np.testing.assert_allclose(out["speech_mix"], out["speech_ref1"] + out["speech_ref2"], atol=1e-6)
+    assert np.count_nonzero(out["speech_ref1"]) == FS // 2
+
+
+def test_eval_passes_through_and_reduces_per_frame_queries(clips):
+    pre = CLIPSepMixPreprocessor(False)
+    q = np.arange(15, dtype=np.float32).reshape(5, 3)
+    data = {"speech_mix": np.zeros(10, np.float32), "query1": q, "query2": np.ones(3, np.float32)}
+    out = pre("x", dict(data))
+    np.testing.assert_allclose(out["query1"], q[1:4].mean(0))
+    np.testing.assert_array_equal(out["query2"], data["query2"])
+    assert out["speech_mix"] is data["speech_mix"]
+
+
+def test_bad_configuration(clips, tmp_path):
+    with pytest.raises(ValueError, match="source_scp and query_scp"):
+        CLIPSepMixPreprocessor(True)
+    with pytest.raises(ValueError, match="gain_range"):
+        CLIPSepMixPreprocessor(False, gain_range=[1.5, 0.5])
+    (tmp_path / "few.scp").write_text(f"c0 {clips / 'c0.npy'}\n")
+    with pytest.raises(ValueError, match="no query for 4 clips"):
+        CLIPSepMixPreprocessor(True, str(clips / "wav.scp"), str(tmp_path / "few.scp"))
+
+
+def test_task_fills_in_the_training_lists(clips):
+    args = argparse.Namespace(
+        preprocessor="clipsep_mix",
+        preprocessor_conf={"segment": 800},
+        train_data_path_and_name_and_type=[
+            (str(clips / "wav.scp"), "speech_ref1", "sound"),
+            (str(clips / "query.scp"), "query1", "npy"),
+        ],
+    )
+    pre = CLIPSepTask.build_preprocess_fn(args, True)
+    assert isinstance(pre, CLIPSepMixPreprocessor) and pre.train and pre.segment == 800
+    assert sorted(pre.sources) == [f"c{c}" for c in range(5)]
+    assert not CLIPSepTask.build_preprocess_fn(args, False).train
+    args.train_data_path_and_name_and_type = args.train_data_path_and_name_and_type[:1]
+    with pytest.raises(ValueError, match="has no 'query1'"):
+        CLIPSepTask.build_preprocess_fn(args, True)
