@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from espnet2.enh.clipsep.preprocessor import crop_around
+from espnet2.enh.clipsep.clip_window import crop_around
 
 
 @dataclass

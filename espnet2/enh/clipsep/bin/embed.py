@@ -2,14 +2,21 @@
 
 Text queries come from a Kaldi-style file (``<key> <query text>`` per line) and are template-ensembled; image
 queries come from frame directories (one per clip, 1-fps frames named in time order) and are the mean over
-the ``--num_frames`` frames around each clip's centre. Keys already in the output scp are skipped, so an
-interrupted run resumes; the scp is replaced atomically after each batch and only ever lists complete entries.
+the ``--num_frames`` frames around each clip's centre, shape ``(D,)``. With ``--per_frame`` every frame's
+embedding is stored instead, shape ``(num_frames, D)`` float32 in time order, so that training can average 3
+frames around a random centre as CLIPSep does; frames of several clips share each forward pass. A stored
+clip costs ``num_frames * D * 4`` bytes (a 10-minute video at 1 fps with ViT-B/32: 1.2 MB); ``--max_frames``
+keeps only that many frames around the centre of longer clips. Keys already in the output scp are skipped, so
+an interrupted run resumes (an scp holding the other kind of image embedding is refused); the scp is replaced
+atomically after each batch and only ever lists complete entries.
 
 Examples:
     python -m espnet2.enh.clipsep.bin.embed --text data/test/queries.txt --output_dir dump/clip/test \\
         --name text_query1
     python -m espnet2.enh.clipsep.bin.embed --frames_dir data/train/frames --output_dir dump/clip/train \\
         --name image --format kaldi_ark
+    python -m espnet2.enh.clipsep.bin.embed --frames_scp data/train/frames.scp --output_dir dump/clip/train \\
+        --name image_frames --per_frame
 """
 
 import argparse
@@ -39,7 +46,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--clip_pretrained", default="openai", help="open_clip pretrained tag or local checkpoint file"
     )
-    parser.add_argument("--num_frames", type=int, default=3, help="frames around the centre per clip")
+    parser.add_argument("--num_frames", type=int, default=3, help="frames around the centre averaged per clip")
+    parser.add_argument(
+        "--per_frame", action="store_true", help="store every frame's embedding, (num_frames, D), not the mean"
+    )
+    parser.add_argument(
+        "--max_frames", type=int, default=None, help="with --per_frame: at most this many frames around the centre"
+    )
     parser.add_argument("--templates", nargs="+", default=None, help="prompt templates ('{}' = query)")
     parser.add_argument("--batch_size", type=int, default=32, help="queries or clips per batch")
     parser.add_argument("--device", default="auto", help="cpu, cuda[:n] or auto")
@@ -102,6 +115,22 @@ class EmbeddingWriter:
             return False
         return self.fmt != "npy" or Path(self.table[key]).is_file()
 
+    def check_ndim(self, ndim: int) -> None:
+        """Refuse to resume an scp whose entries have another number of dimensions (clip mean vs per frame)."""
+        import kaldiio
+
+        done = sorted(k for k in self.table if self.done(k))
+        if not done:
+            return
+        key = done[0]
+        stored = np.load(self.table[key], mmap_mode="r") if self.fmt == "npy" else kaldiio.load_mat(self.table[key])
+        if stored.ndim != ndim:
+            kinds = {1: "(D,) embeddings", 2: "(num_frames, D) per-frame embeddings"}
+            raise ValueError(
+                f"{self.scp} holds {kinds.get(stored.ndim, f'{stored.ndim}-D arrays')} (e.g. {key}) but this run "
+                f"writes {kinds[ndim]}: use another --name"
+            )
+
     def write(self, batch: Dict[str, np.ndarray]) -> None:
         import kaldiio
 
@@ -141,7 +170,10 @@ def collect_inputs(args) -> List[Tuple[str, object]]:
         frames = list_frames(d)
         if not frames:
             raise ValueError(f"{d}: no frames (expected .jpg/.png files)")
-        chosen = center_frames(frames, args.num_frames)
+        if args.per_frame:
+            chosen = center_frames(frames, args.max_frames) if args.max_frames else frames
+        else:
+            chosen = center_frames(frames, args.num_frames)
         for f in chosen:
             check_image(f)
         items.append((key, chosen))
@@ -158,9 +190,14 @@ def main(cmd=None) -> int:
 
         if args.num_frames < 1 or args.batch_size < 1:
             raise ValueError("--num_frames and --batch_size must be >= 1")
+        if args.per_frame and args.text is not None:
+            raise ValueError("--per_frame needs image queries (--frames_dir or --frames_scp)")
+        if args.max_frames is not None and (not args.per_frame or args.max_frames < 1):
+            raise ValueError("--max_frames must be >= 1 and goes with --per_frame")
         items = collect_inputs(args)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         writer = EmbeddingWriter(args.output_dir, args.name, args.format)
+        writer.check_ndim(2 if args.per_frame else 1)
         todo = [(k, v) for k, v in items if not writer.done(k)]
         logging.info("%d items, %d already in %s, %d to compute", len(items), len(items) - len(todo),
                      writer.scp, len(todo))
@@ -180,6 +217,9 @@ def main(cmd=None) -> int:
                 keys, values = zip(*todo[i : i + args.batch_size])
                 if args.text is not None:
                     emb = encoder.encode_text(list(values))
+                elif args.per_frame:  # every frame of the batch's clips, one flat batch, split back per clip
+                    flat = encoder.encode_images([[frame] for frames in values for frame in frames])
+                    emb = flat.split([len(frames) for frames in values])
                 else:
                     emb = encoder.encode_images(list(values))
                 writer.write({k: as_numpy(e) for k, e in zip(keys, emb)})

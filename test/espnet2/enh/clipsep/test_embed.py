@@ -11,7 +11,7 @@ from PIL import Image
 
 from espnet2.enh.clipsep import query as query_module
 from espnet2.enh.clipsep.bin import embed
-from espnet2.enh.clipsep.query import CLIPQueryEncoder
+from espnet2.enh.clipsep.query import CLIPQueryEncoder, center_frames
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,61 @@ def test_frames_dir_uses_three_centre_frames(tmp_path, tiny_ckpt):
     centre = [frames_dir / "clipB" / f"{i:06d}.jpg" for i in (2, 3, 4)]
     ref = _reference(tiny_ckpt).encode_images([centre]).numpy()[0]
     np.testing.assert_allclose((table["clipB"]), ref, rtol=1e-4, atol=1e-5)
+
+
+def _frame_clips(root, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    for clip, n in lengths.items():
+        (root / clip).mkdir(parents=True)
+        for i in range(1, n + 1):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / clip / f"{i:06d}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["npy", "kaldi_ark"])
+def test_per_frame_embeddings(tmp_path, tiny_ckpt, fmt):
+    frames_dir = _frame_clips(tmp_path / "frames", {"clipA": 5, "clipB": 8, "clipC": 2})
+    out = tmp_path / "out"
+    common = ["--frames_dir", str(frames_dir), "--format", fmt, "--batch_size", "2"]
+    assert embed.main(_args(tiny_ckpt, out, *common, "--name", "image")) == 0
+    assert embed.main(_args(tiny_ckpt, out, *common, "--name", "image_frames", "--per_frame")) == 0
+    mean, per_frame = _load_scp(out / "image.scp", fmt), _load_scp(out / "image_frames.scp", fmt)
+    assert {k: v.shape for k, v in per_frame.items()} == {"clipA": (5, 64), "clipB": (8, 64), "clipC": (2, 64)}
+    assert all(v.dtype == np.float32 for v in per_frame.values())
+    for key, rows in per_frame.items():
+        centre = center_frames(list(range(len(rows))), 3)
+        np.testing.assert_allclose(rows[centre].mean(0), mean[key], rtol=1e-4, atol=1e-5)
+    frame = frames_dir / "clipB" / "000001.jpg"
+    single = _reference(tiny_ckpt).encode_images([[frame]])[0]
+    np.testing.assert_allclose(per_frame["clipB"][0], single, rtol=1e-4, atol=1e-5)
+
+    assert embed.main(_args(tiny_ckpt, out, *common, "--name", "capped", "--per_frame", "--max_frames", "4")) == 0
+    capped = _load_scp(out / "capped.scp", fmt)
+    assert capped["clipB"].shape == (4, 64) and capped["clipC"].shape == (2, 64)
+    np.testing.assert_allclose(capped["clipB"], per_frame["clipB"][2:6], rtol=1e-4, atol=1e-5)
+
+
+def test_per_frame_refuses_a_clip_mean_scp(tmp_path, tiny_ckpt, capsys):
+    frames_dir = _frame_clips(tmp_path / "frames", {"clipA": 3})
+    out = tmp_path / "out"
+    assert embed.main(_args(tiny_ckpt, out, "--frames_dir", str(frames_dir), "--name", "image")) == 0
+    capsys.readouterr()
+    assert embed.main(_args(tiny_ckpt, out, "--frames_dir", str(frames_dir), "--name", "image", "--per_frame")) == 2
+    line = _one_error_line(capsys)
+    assert "image.scp holds (D,) embeddings (e.g. clipA) but this run writes (num_frames, D)" in line
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--text", "q.txt", "--per_frame"], "--per_frame needs image queries"),
+     (["--frames_dir", "frames", "--max_frames", "4"], "--max_frames must be >= 1 and goes with --per_frame")],
+)
+def test_per_frame_bad_options(tmp_path, tiny_ckpt, capsys, extra, message):
+    (tmp_path / "q.txt").write_text("a dog\n")
+    _frame_clips(tmp_path / "frames", {"clipA": 3})
+    extra = [str(tmp_path / e) if e in ("q.txt", "frames") else e for e in extra]
+    assert embed.main(_args(tiny_ckpt, tmp_path / "out", *extra)) == 2
+    assert message in _one_error_line(capsys)
 
 
 def test_help():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor, center_frame_mean, crop_around
+from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around
+from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
 from espnet2.enh.clipsep.task import CLIPSepTask
 
 FS = 16000

@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# CLIPSep separation recipe stages, shared by every corpus (run.sh only sets the corpus options).
+#
+#  1. data prep      videos -> 16 kHz mono wav + 1 fps 224x224 frames, Kaldi-style dirs (mini: generate first)
+#  2. CLIP           mini: fit a tiny open_clip on (image, caption) pairs; else check the pretrained weights
+#  3. embeddings     CLIP image embeddings (per frame for training, 3-frame centre mean for valid/test) and
+#                    template-ensembled text embeddings of the test labels, cached once
+#  4. mixtures       fixed valid/test mixtures (item i draws its interferer with random.seed(i)); shape files
+#  5. training       per config, ESPnet's trainer through our task (on-the-fly training mixtures; resumable)
+#  6. inference      per config and query modality (text, image; PIT: both outputs)
+#  7. scoring        SDR / SDRi / SI-SDRi (museval, window=inf; mean, SEM, median; near-silent items skipped)
+#  8. report         RESULTS.md, spectrogram PNGs and one HTML page with audio players
+#  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+min() { local a=$1 b; for b in "$@"; do [ "$b" -lt "$a" ] && a=$b; done; echo "$a"; }
+
+# General
+stage=1                 # first stage to run
+stop_stage=100          # last stage to run
+ngpu=1                  # GPUs per node for training (0: CPU)
+num_nodes=1             # nodes for training (> 1 needs the slurm backend of cmd.sh)
+nj=4                    # parallel jobs for data prep, embeddings and scoring
+inference_nj=4          # parallel inference jobs per test set
+gpu_inference=false     # run inference on a GPU
+python=python3          # python interpreter
+cmd_backend=${CLIPSEP_CMD_BACKEND:-local}   # job launcher: local or slurm (cmd.sh)
+datadir=data            # Kaldi-style data dirs
+dumpdir=dump            # cached CLIP embeddings
+expdir=exp              # experiments
+# Corpus
+corpus=folder           # prepare_videos corpus: folder | music | vggsound
+corpus_root=            # the local video folder
+prep_opts=              # extra options of espnet2.enh.clipsep.bin.prepare_videos
+make_mini_corpus=false  # stage 1 first generates the offline mini corpus into corpus_dir
+mini_corpus_dir=downloads/mini   # where the mini corpus goes
+mini_corpus_opts=       # extra options of espnet2.enh.clipsep.bin.make_mini_corpus
+train_set=train         # training clips
+valid_set=valid         # validation clips (fixed mixtures with image queries)
+test_sets=test          # test clip sets (fixed mixtures; text and image queries)
+# CLIP
+clip_model=ViT-B-32     # open_clip model name (mini: clipsep-tiny)
+clip_pretrained=openai  # open_clip tag or local weights file
+fit_clip=false          # stage 2 fits clip_model on mini_corpus_dir/clip_pretrain/pairs.tsv
+fit_clip_opts=          # extra options of espnet2.enh.clipsep.bin.fit_clip
+# Mixtures
+mix_segment=65535       # samples per fixed valid/test mixture (CLIPSep: 65535)
+# Training
+enh_configs=conf/tuning/train_enh_clipsep_nit.yaml   # space-separated training configs, one experiment each
+enh_args=               # extra training options (override the configs)
+resume=true             # resume an interrupted training from its checkpoint
+train_jobs=1            # trainings run at once (on CPU each gets nproc/train_jobs threads)
+# Inference, scoring, report
+inference_model=valid.loss.best.pth   # checkpoint used for inference and packing
+inference_args=         # extra options of espnet2.enh.clipsep.bin.inference (e.g. --mask_type binary)
+test_queries="text image"   # query modalities to evaluate (query-conditioned models)
+num_examples=4          # examples rendered in the HTML report
+results=RESULTS.md      # the results table
+skip_pack=false         # skip stage 9
+help_message="Usage: $0 [options]   (stages: see the head of this file)"
+
+. utils/parse_options.sh
+. ./path.sh
+. ./cmd.sh
+[ $# -eq 0 ] || { echo "$0: error: unexpected arguments: $*" >&2; exit 1; }
+
+timings=${expdir}/timings.tsv
+mkdir -p "${expdir}"
+stage_start() { STAGE_T0=$(date +%s); log "Stage $1: $2"; }
+stage_end() {  # record the wall time of stage $1 ($2) for the report
+    local sec=$(( $(date +%s) - STAGE_T0 ))
+    { [ -f "${timings}" ] && awk -F'\t' -v s="$1" '$1 != s' "${timings}"; printf '%s\t%s\t%s\n' "$1" "$2" "${sec}"; } \
+        | sort -n > "${timings}.tmp" && mv "${timings}.tmp" "${timings}"
+    log "Stage $1 done in ${sec} s"
+}
+
+exp_name() { local b; b=$(basename "$1" .yaml); echo "${b#train_}"; }
+system_name() {
+    case "$1" in
+        enh_clipsep_nit) echo "CLIPSep-NIT";; enh_clipsep) echo "CLIPSep";; enh_clipsep_hybrid) echo "CLIPSep-Hybrid";;
+        enh_pit) echo "PIT (U-Net)";; enh_labelsep) echo "LabelSep";; enh_tfgridnet_pit) echo "PIT (TF-GridNet)";;
+        *) echo "$1";;
+    esac
+}
+query_kind() {  # clip | label | none, from a training config
+    ${python} -c 'import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+print(c.get("separator_conf", {}).get("query_type", "clip") if c.get("separator") == "clipsep" else "none")' "$1"
+}
+use_tensorboard=$(${python} -c 'import tensorboard' >/dev/null 2>&1 && echo true || echo false)
+clip_weights=${clip_pretrained}
+${fit_clip} && clip_weights=${expdir}/clip/${clip_model}.pt
+
+for config in ${enh_configs}; do
+    [ -f "${config}" ] || { log "error: training config ${config} not found"; exit 1; }
+done
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    stage_start 1 "data preparation (${corpus}: ${corpus_root:-unset})"
+    if ${make_mini_corpus}; then
+        log "Stage 1: generating the mini corpus in ${mini_corpus_dir}"
+        # shellcheck disable=SC2086
+        ${python} -m espnet2.enh.clipsep.bin.make_mini_corpus --output_dir "${mini_corpus_dir}" --nj "${nj}" ${mini_corpus_opts}
+    fi
+    [ -n "${corpus_root}" ] || { log "error: --corpus_root is not set (see db.sh)"; exit 1; }
+    # shellcheck disable=SC2086
+    ${python} -m espnet2.enh.clipsep.bin.prepare_videos --corpus "${corpus}" --root "${corpus_root}" \
+        --output_dir "${datadir}" --nj "${nj}" ${prep_opts}
+    stage_end 1 "data preparation"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    if ${fit_clip}; then
+        stage_start 2 "fit ${clip_model} on (image, caption) pairs (the offline stand-in for pretrained CLIP)"
+        if [ -f "${clip_weights}" ]; then
+            log "Stage 2: ${clip_weights} exists (delete it to fit again)"
+        else
+            # shellcheck disable=SC2086
+            ${train_cmd} "${expdir}/clip/fit_clip.log" ${python} -m espnet2.enh.clipsep.bin.fit_clip \
+                --pairs "${mini_corpus_dir}/clip_pretrain/pairs.tsv" --clip_model "${clip_model}" \
+                --output "${clip_weights}" ${fit_clip_opts} \
+                || { log "error: CLIP fitting failed; see ${expdir}/clip/fit_clip.log"; exit 1; }
+        fi
+        cat "${clip_weights}.json"
+    else
+        stage_start 2 "check the CLIP weights (${clip_model}, ${clip_pretrained})"
+        ${python} -c 'import sys
+from espnet2.enh.clipsep.query import CLIPQueryEncoder
+try:
+    CLIPQueryEncoder(sys.argv[1], sys.argv[2], device="cpu").model
+except (FileNotFoundError, RuntimeError, ValueError) as err:
+    sys.exit(f"clip: error: {err}")' "${clip_model}" "${clip_pretrained}"
+    fi
+    stage_end 2 "CLIP"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    stage_start 3 "CLIP embeddings (${clip_model})"
+    device=cpu; [ "${ngpu}" -gt 0 ] && device=auto
+    embed=(${python} -m espnet2.enh.clipsep.bin.embed --clip_model "${clip_model}" --clip_pretrained "${clip_weights}" --device "${device}")
+    log "Stage 3: ${train_set}: per-frame image embeddings"
+    "${embed[@]}" --frames_scp "${datadir}/${train_set}/frames.scp" --per_frame --output_dir "${dumpdir}/clip/${train_set}" --name image_frames
+    for dset in ${valid_set} ${test_sets}; do
+        log "Stage 3: ${dset}: image (3 frames around the centre) and text (label, 4 templates) embeddings"
+        "${embed[@]}" --frames_scp "${datadir}/${dset}/frames.scp" --output_dir "${dumpdir}/clip/${dset}" --name image
+        "${embed[@]}" --text "${datadir}/${dset}/utt2label" --output_dir "${dumpdir}/clip/${dset}" --name text
+    done
+    for config in ${enh_configs}; do
+        if [ "$(query_kind "${config}")" = label ]; then
+            log "Stage 3: label ids for LabelSep (${config})"
+            ${python} -m espnet2.enh.clipsep.bin.label_ids --label_list "${dumpdir}/labels/label_list.txt" \
+                $(for d in ${train_set} ${valid_set} ${test_sets}; do echo "--utt2label ${datadir}/${d}/utt2label --output_dir ${dumpdir}/labels/${d}"; done)
+            break
+        fi
+    done
+    stage_end 3 "CLIP embeddings"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    stage_start 4 "fixed mixtures and shape files"
+    for dset in ${valid_set} ${test_sets}; do
+        queries=(--query "query=${dumpdir}/clip/${dset}/image.scp")
+        [ "${dset}" = "${valid_set}" ] || queries+=(--query "text_query=${dumpdir}/clip/${dset}/text.scp")
+        [ -f "${dumpdir}/labels/${dset}/label.scp" ] && queries+=(--query "label=${dumpdir}/labels/${dset}/label.scp")
+        ${python} -m espnet2.enh.clipsep.bin.mixtures --source_dir "${datadir}/${dset}" \
+            --output_dir "${datadir}/${dset}_mix" --segment "${mix_segment}" "${queries[@]}"
+    done
+    mkdir -p "${expdir}/stats/train" "${expdir}/stats/valid"
+    # Shapes are the sample counts (the separators normalise their input themselves: no feature statistics).
+    cp "${datadir}/${train_set}/utt2num_samples" "${expdir}/stats/train/speech_ref1_shape"
+    cp "${datadir}/${valid_set}_mix/utt2num_samples" "${expdir}/stats/valid/speech_mix_shape"
+    stage_end 4 "mixtures"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+train_one() {  # train one config (stage 5)
+    local config=$1 exp kind train_query valid_query vdir threads
+    exp=${expdir}/$(exp_name "${config}")
+    kind=$(query_kind "${config}")
+    if [ "${kind}" = label ]; then
+        train_query=${dumpdir}/labels/${train_set}/label.scp; valid_query=label
+    else
+        train_query=${dumpdir}/clip/${train_set}/image_frames.scp; valid_query=query
+    fi
+    vdir=${datadir}/${valid_set}_mix
+    local train_opts=(
+        --config "${config}" --output_dir "${exp}" --ngpu "${ngpu}" --resume "${resume}"
+        --use_tensorboard "${use_tensorboard}" --use_matplotlib false
+        --train_data_path_and_name_and_type "${datadir}/${train_set}/wav.scp,speech_ref1,sound"
+        --train_data_path_and_name_and_type "${train_query},query1,npy"
+        --train_shape_file "${expdir}/stats/train/speech_ref1_shape"
+        --valid_data_path_and_name_and_type "${vdir}/wav.scp,speech_mix,sound"
+        --valid_data_path_and_name_and_type "${vdir}/spk1.scp,speech_ref1,sound"
+        --valid_data_path_and_name_and_type "${vdir}/spk2.scp,speech_ref2,sound"
+        --valid_data_path_and_name_and_type "${vdir}/${valid_query}1.scp,query1,npy"
+        --valid_data_path_and_name_and_type "${vdir}/${valid_query}2.scp,query2,npy"
+        --valid_shape_file "${expdir}/stats/valid/speech_mix_shape"
+    )
+    if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
+        train_opts+=(--multiprocessing_distributed true)
+    fi
+    local launcher=(env)
+    if [ "${train_jobs}" -gt 1 ] && [ "${ngpu}" -eq 0 ]; then
+        threads=$(( $(nproc) / train_jobs )); [ "${threads}" -ge 1 ] || threads=1
+        launcher=(env "OMP_NUM_THREADS=${threads}")
+    fi
+    if [ "${num_nodes}" -gt 1 ]; then
+        # One task per node started by srun; ESPnet spawns one worker per GPU and rendezvous via a shared file.
+        launcher+=(srun --export=ALL)
+        train_opts+=(--dist_launcher slurm --dist_init_method "file://$(pwd)/${exp}/.dist_init_$$")
+        [ "${ngpu}" -eq 0 ] && train_opts+=(--dist_backend gloo)
+    fi
+    log "Stage 5: training ${exp} (log: ${exp}/train.log)"
+    mkdir -p "${exp}"
+    # shellcheck disable=SC2086
+    if ! ${cuda_cmd} --gpu "${ngpu}" --num_nodes "${num_nodes}" "${exp}/train.log" \
+            "${launcher[@]}" ${python} -m espnet2.enh.clipsep.bin.train "${train_opts[@]}" ${enh_args}; then
+        log "error: training failed; see ${exp}/train.log"
+        tail -n 20 "${exp}/train.log" >&2
+        return 1
+    fi
+    log "Stage 5: ${exp}: $(grep "epoch results" "${exp}/train.log" | tail -n 1 | grep -o '\[valid\].*')"
+}
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    stage_start 5 "training: ${enh_configs} (${train_jobs} at once)"
+    pids=(); failed=0
+    for config in ${enh_configs}; do
+        train_one "${config}" &
+        pids+=($!)
+        if [ "${#pids[@]}" -ge "${train_jobs}" ]; then
+            wait "${pids[0]}" || failed=1
+            pids=("${pids[@]:1}")
+        fi
+    done
+    for pid in "${pids[@]}"; do wait "${pid}" || failed=1; done
+    [ "${failed}" = 0 ] || { log "error: a training failed"; exit 1; }
+    stage_end 5 "training"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+infer_dirs() {  # "<query> <inference dir>" lines for one config and test set
+    local config=$1 dset=$2 exp kind q
+    exp=${expdir}/$(exp_name "${config}")
+    kind=$(query_kind "${config}")
+    case "${kind}" in
+        clip) for q in ${test_queries}; do echo "${q} ${exp}/infer_${dset}_${q}"; done;;
+        label) echo "label ${exp}/infer_${dset}_label";;
+        none) echo "oracle ${exp}/infer_${dset}_pit";;
+    esac
+}
+query_scp() {  # the scp queried as query1 for a modality
+    case "$1" in
+        text) echo "$2/text_query1.scp";; image) echo "$2/query1.scp";; label) echo "$2/label1.scp";; oracle) echo "";;
+        *) log "error: unknown query modality '$1' (text, image)"; exit 1;;
+    esac
+}
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    stage_start 6 "inference"
+    for config in ${enh_configs}; do
+        exp=${expdir}/$(exp_name "${config}")
+        for dset in ${test_sets}; do
+            mdir=${datadir}/${dset}_mix
+            while read -r q dir; do
+                log "Stage 6: ${exp} on ${dset}, ${q} queries -> ${dir}"
+                rm -rf "${dir}"; mkdir -p "${dir}/split"
+                n=$(min "${inference_nj}" "$(wc -l < "${mdir}/wav.scp")")
+                awk -v n="${n}" -v d="${dir}/split" '{ print > sprintf("%s/keys.%d.scp", d, (NR - 1) % n + 1) }' "${mdir}/wav.scp"
+                data=(--data_path_and_name_and_type "${mdir}/wav.scp,speech_mix,sound")
+                qs=$(query_scp "${q}" "${mdir}")
+                [ -n "${qs}" ] && data+=(--data_path_and_name_and_type "${qs},query1,npy")
+                gpu_opt=(); infer_ngpu=0
+                ${gpu_inference} && { gpu_opt=(--gpu 1); infer_ngpu=1; }
+                # shellcheck disable=SC2086
+                ${decode_cmd} "${gpu_opt[@]}" JOB=1:"${n}" "${dir}/split/infer.JOB.log" \
+                    env OMP_NUM_THREADS=$(( $(nproc) / n > 0 ? $(nproc) / n : 1 )) \
+                    ${python} -m espnet2.enh.clipsep.bin.inference --train_config "${exp}/config.yaml" \
+                    --model_file "${exp}/${inference_model}" --ngpu "${infer_ngpu}" --num_workers 0 \
+                    --key_file "${dir}/split/keys.JOB.scp" --output_dir "${dir}/split/JOB" "${data[@]}" ${inference_args} \
+                    || { log "error: inference failed; see ${dir}/split/infer.*.log"; exit 1; }
+                for scp in "${dir}"/split/1/spk*.scp; do
+                    name=$(basename "${scp}")
+                    cat "${dir}"/split/*/"${name}" | sort > "${dir}/${name}"
+                done
+            done < <(infer_dirs "${config}" "${dset}")
+        done
+    done
+    stage_end 6 "inference"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    stage_start 7 "scoring"
+    for config in ${enh_configs}; do
+        for dset in ${test_sets}; do
+            mdir=${datadir}/${dset}_mix
+            while read -r q dir; do
+                inf=(--inf_scp "${dir}/spk1.scp")
+                [ "${q}" = oracle ] && inf+=(--inf_scp "${dir}/spk2.scp" --oracle_select)
+                ${python} -m espnet2.enh.clipsep.bin.score --mix_scp "${mdir}/wav.scp" \
+                    --ref_scp "${mdir}/spk1.scp" --ref_scp "${mdir}/spk2.scp" "${inf[@]}" \
+                    --output_dir "${dir}/score" --nj "${nj}"
+            done < <(infer_dirs "${config}" "${dset}")
+        done
+    done
+    stage_end 7 "scoring"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    stage_start 8 "report -> ${results}"
+    stage_end 8 "report"  # recorded first so that the report lists every stage up to here
+    for dset in ${test_sets}; do
+        mdir=${datadir}/${dset}_mix
+        report=()
+        for config in ${enh_configs}; do
+            name=$(system_name "$(exp_name "${config}")")
+            while read -r q dir; do
+                inf=${dir}/spk1.scp
+                [ "${q}" = oracle ] && inf=${dir}/spk1.scp,${dir}/spk2.scp
+                report+=(--result "${name}|${q}|${dir}/score|${inf}")
+            done < <(infer_dirs "${config}" "${dset}")
+        done
+        out=${results}
+        [ "$(echo ${test_sets} | wc -w)" -gt 1 ] && out=${results%.md}_${dset}.md
+        ${python} -m espnet2.enh.clipsep.bin.report "${report[@]}" --mix_scp "${mdir}/wav.scp" \
+            --ref_scp "${mdir}/spk1.scp" --label_file "${mdir}/utt2label" --timings "${timings}" \
+            --title "CLIPSep separation: ${dset} ($(wc -l < "${mdir}/wav.scp") mixtures of ${corpus} clips)" \
+            --num_examples "${num_examples}" --output "${out}" --html_dir "${expdir}/report_${dset}"
+        log "Stage 8: wrote ${out} and ${expdir}/report_${dset}/index.html"
+        cat "${out}"
+    done
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if ! ${skip_pack} && [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    stage_start 9 "pack"
+    for config in ${enh_configs}; do
+        exp=${expdir}/$(exp_name "${config}")
+        extra=(); [ -f "${results}" ] && extra=(--option "${results}")
+        ${python} -m espnet2.enh.clipsep.bin.pack --train_config "${exp}/config.yaml" \
+            --model_file "${exp}/${inference_model}" --outpath "${exp}/packed.zip" "${extra[@]}"
+    done
+    stage_end 9 "pack"
+fi
+log "Successfully finished."
