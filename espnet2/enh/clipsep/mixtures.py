@@ -18,6 +18,7 @@ import soundfile
 from tqdm import tqdm
 
 from espnet2.enh.clipsep.clip_window import crop_around
+from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
 
 
 @dataclass
@@ -26,24 +27,6 @@ class Mixture:
 
     key: str
     sources: Tuple[str, ...]
-
-
-def read_table(path: Path) -> Dict[str, str]:
-    """Kaldi-style ``<key> <value>`` file -> dict (one clear error per bad line)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    table = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            key, _, value = line.rstrip("\n").partition(" ")
-            if not value.strip():
-                raise ValueError(f"{path}:{lineno}: no value for key {key!r}")
-            if key in table:
-                raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
-            table[key] = value.strip()
-    return table
 
 
 def draw_mixtures(
@@ -66,14 +49,6 @@ def draw_mixtures(
 def write_wav_atomic(path: Path, audio: np.ndarray, fs: int) -> None:
     tmp = path.with_name(path.name + ".tmp.wav")
     soundfile.write(tmp, audio, fs, subtype="FLOAT")
-    os.replace(tmp, path)
-
-
-def write_table_atomic(path: Path, table: Dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key in sorted(table):
-            f.write(f"{key} {table[key]}\n")
     os.replace(tmp, path)
 
 

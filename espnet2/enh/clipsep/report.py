@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from espnet2.enh.clipsep.scoring import SUMMARY_METRICS, load_audio, read_scp, read_score_dir, write_text_atomic
+from espnet2.enh.clipsep.kaldi_table import read_table
+from espnet2.enh.clipsep.scoring import SUMMARY_METRICS, load_audio, read_score_dir, write_text_atomic
 
 N_FFT, HOP = 1024, 256
 DB_RANGE = (-80.0, 0.0)  # dB re. a full-scale sinusoid; fixed so panels and examples compare
@@ -306,9 +307,9 @@ def build_report(
 
     if not results:
         raise ValueError("no --result given")
-    mix_table, ref_table = read_scp(mix_scp), read_scp(ref_scp)
-    inf_tables = {p: read_scp(p) for r in results for p in r.inf_scps}
-    labels = read_scp(label_file) if label_file is not None else {}
+    mix_table, ref_table = read_table(mix_scp), read_table(ref_scp)
+    inf_tables = {p: read_table(p) for r in results for p in r.inf_scps}
+    labels = read_table(label_file) if label_file is not None else {}
     timing_rows = timings_rows(read_timings(timings)) if timings is not None else []
     examples = pick_examples(results, [mix_table, ref_table, *inf_tables.values()], num_examples)
 

@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet2.enh.clipsep.kaldi_table import read_table
+
 SILENCE = 1e-5  # sum|x| at or below this is "near-silent" (CLIPSep's evaluation threshold)
 PER_ITEM_COLUMNS = (
     "key", "sdr", "sir", "sar", "sdr_mix", "sdri", "si_sdr", "si_sdr_mix", "si_sdri", "chosen"
@@ -32,26 +34,6 @@ PER_ITEM_COLUMNS = (
 SUMMARY_METRICS = ("sdr", "sdri", "si_sdr", "si_sdri", "sir", "sar", "sdr_mix")
 DB_CAP = 10.0 * math.log10(1.0 / np.finfo(np.float64).eps)
 _ARK_ENTRY = re.compile(r".+\.ark:\d+(\[.*\])?$")
-
-
-def read_scp(path: Path) -> Dict[str, str]:
-    """``{key: value}`` of a Kaldi-style ``<key> <value>`` file, in file order; one clear error per bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: scp file not found")
-    table: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            value = value.strip()
-            if not value:
-                raise ValueError(f"{path}:{lineno}: no audio path for key {key!r}")
-            if key in table:
-                raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
-            table[key] = value
-    return table
 
 
 def load_audio(value: str) -> Tuple[np.ndarray, int]:

@@ -28,6 +28,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
+
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -60,41 +62,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_kaldi_table(path: Path) -> List[Tuple[str, str]]:
-    """``(key, value)`` pairs of a Kaldi-style two-column file; one clear error per bad line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    items, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            value = value.strip()
-            if not value:
-                raise ValueError(f"{path}:{lineno}: empty value for key {key!r}")
-            if key in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
-            seen.add(key)
-            items.append((key, value))
-    return items
-
-
-def read_scp(path: Path) -> Dict[str, str]:
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return dict(line.rstrip("\n").split(" ", 1) for line in f if line.strip())
-
-
-def write_scp_atomic(path: Path, table: Dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for key in sorted(table):
-            f.write(f"{key} {table[key]}\n")
-    os.replace(tmp, path)
-
-
 class EmbeddingWriter:
     """Writes embeddings to ``<output_dir>/data/<name>/`` and keeps ``<output_dir>/<name>.scp`` current."""
 
@@ -102,7 +69,7 @@ class EmbeddingWriter:
         self.scp = output_dir / f"{name}.scp"
         self.data_dir = output_dir / "data" / name
         self.fmt = fmt
-        self.table = read_scp(self.scp)
+        self.table = read_table(self.scp) if self.scp.is_file() else {}
         self.ark = None
         if fmt == "kaldi_ark":
             n = 0
@@ -146,9 +113,9 @@ class EmbeddingWriter:
         else:
             part_scp = self.ark.with_suffix(".scp.tmp")
             kaldiio.save_ark(str(self.ark), batch, scp=str(part_scp), append=True)
-            self.table.update(read_scp(part_scp))
+            self.table.update(read_table(part_scp))
             part_scp.unlink()
-        write_scp_atomic(self.scp, self.table)
+        write_table_atomic(self.scp, self.table)
 
 
 def collect_inputs(args) -> List[Tuple[str, object]]:
@@ -156,7 +123,7 @@ def collect_inputs(args) -> List[Tuple[str, object]]:
     from espnet2.enh.clipsep.query import center_frames, check_image, list_frames
 
     if args.text is not None:
-        return read_kaldi_table(args.text)
+        return list(read_table(args.text).items())
     if args.frames_dir is not None:
         if not args.frames_dir.is_dir():
             raise FileNotFoundError(f"{args.frames_dir}: frames directory not found")
@@ -164,7 +131,7 @@ def collect_inputs(args) -> List[Tuple[str, object]]:
         if not dirs:
             raise ValueError(f"{args.frames_dir}: no clip sub-directories")
     else:
-        dirs = [(k, Path(v)) for k, v in read_kaldi_table(args.frames_scp)]
+        dirs = [(k, Path(v)) for k, v in read_table(args.frames_scp).items()]
     items = []
     for key, d in dirs:
         frames = list_frames(d)

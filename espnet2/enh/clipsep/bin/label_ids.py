@@ -33,7 +33,7 @@ def main(cmd=None) -> int:
     try:
         import numpy as np
 
-        from espnet2.enh.clipsep.mixtures import read_table, write_table_atomic
+        from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
 
         if len(args.utt2label) != len(args.output_dir):
             raise ValueError("give one --output_dir per --utt2label")

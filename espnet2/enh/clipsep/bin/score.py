@@ -19,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet2.enh.clipsep.scoring import ItemJob, ItemResult, build_summary, read_scp, score_item, write_score_dir
+from espnet2.enh.clipsep.kaldi_table import read_table
+from espnet2.enh.clipsep.scoring import ItemJob, ItemResult, build_summary, score_item, write_score_dir
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def build_jobs(
     if len(inf_scps) > 1 and not oracle_select:
         raise ValueError(f"{len(inf_scps)} --inf_scp given: several estimates need --oracle_select")
     files = [mix_scp, *ref_scps, *inf_scps]
-    tables = [read_scp(p) for p in files]
+    tables = [read_table(p) for p in files]
     every = sorted(set().union(*tables))
     common = [k for k in every if all(k in t for t in tables)]
     if len(common) < len(every):

@@ -17,7 +17,7 @@ import yaml
 from espnet2.enh.clipsep.bin.inference import main as inference_main
 from espnet2.enh.clipsep.bin.label_ids import main as label_ids_main
 from espnet2.enh.clipsep.bin.pack import main as pack_main
-from espnet2.enh.clipsep.mixtures import read_table
+from espnet2.enh.clipsep.kaldi_table import read_table
 from espnet2.enh.clipsep.packing import check_archive, unpack_model, verify_pack
 from espnet2.enh.clipsep.task import CLIPSepTask
 

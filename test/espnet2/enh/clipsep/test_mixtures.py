@@ -6,7 +6,8 @@ import pytest
 import soundfile
 
 from espnet2.enh.clipsep.bin.mixtures import main
-from espnet2.enh.clipsep.mixtures import draw_mixtures, read_table
+from espnet2.enh.clipsep.kaldi_table import read_table
+from espnet2.enh.clipsep.mixtures import draw_mixtures
 
 FS = 8000
 

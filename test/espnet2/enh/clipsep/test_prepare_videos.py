@@ -13,6 +13,8 @@ import soundfile as sf
 
 from espnet2.enh.clipsep.bin import prepare_videos
 from espnet2.enh.clipsep.corpora import MUSIC_INSTRUMENTS, list_folder, list_music, list_vggsound
+from espnet2.enh.clipsep.kaldi_table import read_table
+from lavfi_video import make_video
 
 PROG = [sys.executable, "-m", "espnet2.enh.clipsep.bin.prepare_videos"]
 DATA_FILES = ["frames.scp", "skipped.tsv", "spk2utt", "utt2label", "utt2num_frames", "utt2num_samples",
@@ -23,29 +25,6 @@ def touch(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
     return path
-
-
-def make_video(path, seconds=2, size="320x240", audio="sine", video=True):
-    """A tiny test video from ffmpeg's lavfi sources (``audio``: sine, silence or None)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    if video:
-        cmd += ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=5:duration={seconds}"]
-    if audio == "sine":
-        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
-    elif audio == "silence":
-        cmd += ["-f", "lavfi", "-i", f"anullsrc=r=44100:cl=stereo:d={seconds}"]
-    if video:
-        cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    if audio:
-        cmd += ["-c:a", "aac", "-ac", "2"]
-    subprocess.run(cmd + [str(path)], check=True)
-    return path
-
-
-def read_table(path):
-    with open(path, encoding="utf-8") as f:
-        return dict(line.rstrip("\n").split(" ", 1) for line in f if line.strip())
 
 
 # --- corpus listers ---
