@@ -132,6 +132,7 @@ class MiniCorpusConfig:
         fps: Video frames per second.
         image_size: Width and height of the frames and pretraining images.
         offscreen_prob: Probability that a training or validation clip gets an off-screen source.
+        offscreen_db: Range of the off-screen source's level relative to the on-screen one, in dB.
         audio_codec: ``aac`` (as in real videos) or ``alac`` (lossless) for the mp4 audio stream.
         seed: Seed of every random choice.
     """
@@ -145,6 +146,7 @@ class MiniCorpusConfig:
     fps: float = 1.0
     image_size: int = 224
     offscreen_prob: float = 0.5
+    offscreen_db: Tuple[float, float] = (-15.0, -5.0)
     audio_codec: str = "aac"
     seed: int = 1
 
@@ -166,6 +168,8 @@ class MiniCorpusConfig:
             raise MiniCorpusError(f"--image_size must be an even number >= 32, got {self.image_size}")
         if not 0 <= self.offscreen_prob <= 1:
             raise MiniCorpusError(f"--offscreen_prob must be in [0, 1], got {self.offscreen_prob}")
+        if len(self.offscreen_db) != 2 or not self.offscreen_db[0] <= self.offscreen_db[1] <= 20:
+            raise MiniCorpusError(f"--offscreen_db must be LOW HIGH with LOW <= HIGH <= 20, got {self.offscreen_db}")
         if self.audio_codec not in ("aac", "alac"):
             raise MiniCorpusError(f"--audio_codec must be aac or alac, got {self.audio_codec!r}")
         if self.seed < 0:
@@ -183,7 +187,8 @@ class MiniCorpusConfig:
 
     def to_json(self) -> Dict[str, Any]:
         """The options as a JSON-serialisable dict, with the format version."""
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self), "classes": list(self.classes)}
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self), "classes": list(self.classes),
+                "offscreen_db": list(self.offscreen_db)}
 
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
@@ -669,7 +674,7 @@ def _clip_jobs(classes: Sequence[SoundClass], config: MiniCorpusConfig, sources:
                 audio = audio * (float(rng.uniform(0.3, 0.9)) / max(float(np.abs(audio).max()), 1e-6))
                 if split != "test" and rng.random() < config.offscreen_prob:
                     name, noise = _offscreen_source(rng, clip_len, speech)
-                    gain_db = float(rng.uniform(-15.0, -5.0))
+                    gain_db = float(rng.uniform(*config.offscreen_db))
                     audio = audio + noise * (_rms(audio) / max(_rms(noise), 1e-9) * 10 ** (gain_db / 20))
                     offscreen.append(f"{clip_id}\t{name}\t{gain_db:.1f}\n")
                 audio = audio * min(1.0, 0.95 / max(float(np.abs(audio).max()), 1e-6))

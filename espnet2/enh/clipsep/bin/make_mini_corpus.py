@@ -39,6 +39,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_size", type=int, default=defaults.image_size, help="frame width and height")
     parser.add_argument("--offscreen_prob", type=float, default=defaults.offscreen_prob,
                         help="probability that a training / validation clip gets an off-screen source")
+    parser.add_argument("--offscreen_db", type=float, nargs=2, default=list(defaults.offscreen_db),
+                        metavar=("LOW", "HIGH"), help="off-screen source level relative to the on-screen one (dB)")
     parser.add_argument("--audio_codec", choices=("aac", "alac"), default=defaults.audio_codec,
                         help="mp4 audio codec (alac is lossless)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
@@ -61,6 +63,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
         fps=args.fps,
         image_size=args.image_size,
         offscreen_prob=args.offscreen_prob,
+        offscreen_db=tuple(args.offscreen_db),
         audio_codec=args.audio_codec,
         seed=args.seed,
     )

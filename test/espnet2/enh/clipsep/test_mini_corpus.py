@@ -169,7 +169,8 @@ def test_missing_recording_names_file_and_package(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize(
     "args, message",
     [(["--classes", "kazoo"], "unknown class 'kazoo'"), (["--duration", "0"], "--duration"),
-     (["--image_size", "225"], "--image_size"), (["--offscreen_prob", "2"], "--offscreen_prob")],
+     (["--image_size", "225"], "--image_size"), (["--offscreen_prob", "2"], "--offscreen_prob"),
+     (["--offscreen_db", "5", "-5"], "--offscreen_db")],
 )
 def test_invalid_options(tmp_path, capsys, args, message):
     assert cli.main(["--output_dir", str(tmp_path / "out"), *args]) == 2
