@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CLIPSep / CLIPSep-NIT / PIT separation recipe.
-#   ./run.sh                       the offline mini corpus on CPU (generated here; ~15 min on 2 cores)
+#   ./run.sh                       the offline mini corpus on CPU (generated here; ~13 min on 2 cores)
 #   ./run.sh --dataset music       MUSIC from $MUSIC (db.sh), paper size, on GPUs
 #   ./run.sh --dataset vggsound    VGGSound from $VGGSOUND with CLIPSep's splits, paper size, on GPUs
 # Any option of clipsep.sh can follow (./clipsep.sh --help lists them), e.g. --stage 5 --ngpu 4.
