@@ -7,6 +7,18 @@ centres), so both crop the same way. Pure numpy.
 import numpy as np
 
 
+def middle_window(length: int, num: int) -> slice:
+    """The ``num`` consecutive indices in the middle of ``range(length)`` (all of them if fewer).
+
+    The one definition of "the frames around the clip centre": image queries cached per clip and per-frame
+    embeddings reduced at evaluation time both use it, so they agree for even frame counts too.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    start = max(length - num, 0) // 2
+    return slice(start, start + num)
+
+
 def center_frame_mean(query: np.ndarray, center: int, num_frames: int) -> np.ndarray:
     """Mean of ``num_frames`` rows of a per-frame embedding ``(F, D)`` around row ``center`` -> ``(D,)``.
 

@@ -24,7 +24,7 @@ from espnet2.train.dataset import DATA_TYPES
 from espnet2.train.preprocessor import AbsPreprocessor
 from typeguard import typechecked
 
-from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around
+from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
 
 
 class CLIPSepMixPreprocessor(AbsPreprocessor):
@@ -132,7 +132,8 @@ class CLIPSepMixPreprocessor(AbsPreprocessor):
                     break
                 q = np.asarray(data[key])
                 if q.ndim == 2 and np.issubdtype(q.dtype, np.floating):
-                    data[key] = center_frame_mean(q, q.shape[0] // 2, self.num_frames).astype(np.float32)
+                    # The same frames as the clip-centre queries that `embed` caches.
+                    data[key] = q[middle_window(q.shape[0], self.num_frames)].mean(axis=0).astype(np.float32)
             return data
 
         first = f"{self.ref_prefix}1"

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from typeguard import typechecked
 
+from espnet2.enh.clipsep.clip_window import middle_window
+
 # The 4 prompt templates of the CLIPSep paper (its evaluation script used 5 with one duplicated).
 CLIPSEP_TEMPLATES = (
     "a photo of {}",
@@ -43,12 +45,7 @@ def _register_configs() -> None:
 
 def center_frames(frames: Sequence, num: int = 3) -> list:
     """Pick ``num`` consecutive items around the middle of a time-ordered list of frames."""
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    if len(frames) <= num:
-        return list(frames)
-    start = (len(frames) - num) // 2
-    return list(frames[start : start + num])
+    return list(frames[middle_window(len(frames), num)])
 
 
 def list_frames(directory: Union[str, os.PathLike]) -> List[Path]:

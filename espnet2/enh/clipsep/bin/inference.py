@@ -91,7 +91,7 @@ def inference(
     model, train_args = CLIPSepTask.build_model_from_file(train_config, model_file, device)
     model.to(dtype=getattr(torch, dtype)).eval()
     configure_separator(model.separator, mask_type, mask_threshold, remove)
-    fs = int(getattr(train_args, "preprocessor_conf", {}).get("fs", 16000))
+    fs = int((getattr(train_args, "preprocessor_conf", None) or {}).get("fs", 16000))
 
     loader = CLIPSepTask.build_streaming_iterator(
         data_path_and_name_and_type,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around
+from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
+from espnet2.enh.clipsep.query import center_frames
 from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
 from espnet2.enh.clipsep.task import CLIPSepTask
 
@@ -51,6 +52,15 @@ def test_center_frame_mean_and_crop():
     np.testing.assert_array_equal(crop_around(x, 0, 4), x[0:4])
     np.testing.assert_array_equal(crop_around(x, 9, 4), x[6:10])
     np.testing.assert_array_equal(crop_around(x, 5, 12), np.concatenate([x, [0, 0]]))
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 10])
+def test_eval_reduction_uses_the_cached_centre_frames(length):
+    """Per-frame queries reduced at evaluation == the frames `embed` averages for a clip (even counts too)."""
+    q = np.arange(length * 2, dtype=np.float32).reshape(length, 2)
+    out = CLIPSepMixPreprocessor(False)("x", {"query1": q})
+    np.testing.assert_allclose(out["query1"], np.mean(center_frames(list(q), 3), axis=0))
+    assert middle_window(10, 3) == slice(3, 6)
 
 
 def test_training_mixture(clips):
