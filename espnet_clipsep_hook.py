@@ -14,10 +14,11 @@ import importlib.abc
 import os
 import sys
 
-# ESPnet task module -> our module whose register() must run right after it.
+# ESPnet task module -> "our module[:function]" to run right after it (the function defaults to register).
 TARGETS = {
     "espnet2.tasks.enh": "espnet2.enh.clipsep.register",
     "espnet2.tasks.tts": "espnet2.tts_diff.register",
+    "espnet2.tasks.gan_tts": "espnet2.tts_diff.register:register_gan_tts",
 }
 
 
@@ -33,7 +34,8 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        importlib.import_module(self._register_module).register()
+        register_module, _, function = self._register_module.partition(":")
+        getattr(importlib.import_module(register_module), function or "register")()
 
     def __getattr__(self, name):  # get_source, get_code, ... for tracebacks and inspect
         return getattr(self._loader, name)

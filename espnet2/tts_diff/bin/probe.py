@@ -1,0 +1,217 @@
+"""Train the offline probe classifier, or evaluate generated audio with it (relevance, probe-FD).
+
+``train`` fits :class:`~espnet2.tts_diff.probe.ProbeClassifier` on a Kaldi-style data dir (``wav.scp`` +
+``utt2label``; labels are used only for evaluation) and writes ``<output>`` (state dict), ``<output>.yaml``
+(conf and class names; the suffix of ``<output>`` is replaced) and ``<output>.json`` (report: wall time, accuracy
+on ``--valid_dir``). ``evaluate`` reads generated wavs (a directory, key = file stem, or a ``wav.scp``), the
+query label of each (``<key> <label>``) and real reference clips (a data dir), and writes JSON with relevance
+(probe accuracy against the query class), its chance level, and probe-FD (Fréchet distance between the
+probe's embeddings of generated and reference clips; not FAD).
+
+Examples:
+    python -m espnet2.tts_diff.bin.probe train --data_dir data/mini/train --valid_dir data/mini/valid \\
+        --output exp/mini/probe/probe.pt
+    python -m espnet2.tts_diff.bin.probe evaluate --probe exp/mini/probe/probe.pt --gen_dir exp/gen/wav \\
+        --gen_labels exp/gen/utt2label --ref_dir data/mini/test --output exp/gen/probe_eval.json
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+
+def get_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet2.tts_diff.bin.probe",
+        description="Offline probe classifier: train on labelled clips; evaluate generated audio "
+        "(relevance, probe-FD).",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train a probe on a data dir", formatter_class=fmt)
+    tr.add_argument("--data_dir", type=Path, required=True, help="Kaldi-style dir with wav.scp and utt2label")
+    tr.add_argument("--valid_dir", type=Path, default=None, help="held-out data dir for the report")
+    tr.add_argument("--output", type=Path, required=True, help="state dict to write (+ .yaml conf, .json report)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    tr.add_argument("--fs", type=int, default=16000, help="sampling rate of the clips")
+    tr.add_argument("--embed_dim", type=int, default=128, help="embedding size (probe-FD space)")
+    tr.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="conv block widths")
+    tr.add_argument("--epochs", type=int, default=30, help="passes over the training clips")
+    tr.add_argument("--batch_size", type=int, default=16, help="clips per step")
+    tr.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine decay)")
+    tr.add_argument("--segment_seconds", type=float, default=None, help="random crop length (None: shortest clip)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of init, crops and order")
+    tr.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
+
+    ev = sub.add_parser("evaluate", help="relevance and probe-FD of generated audio", formatter_class=fmt)
+    ev.add_argument("--probe", type=Path, required=True, help="probe state dict written by 'train'")
+    src = ev.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gen_dir", type=Path, help="directory of generated .wav files (key = file stem)")
+    src.add_argument("--gen_scp", type=Path, help="'<key> <wav path>' file of generated audio")
+    ev.add_argument("--gen_labels", type=Path, required=True, help="'<key> <query label>' per generated clip")
+    ev.add_argument("--ref_dir", type=Path, required=True, help="data dir (wav.scp) of real reference clips")
+    ev.add_argument("--output", type=Path, required=True, help="JSON result to write")
+    ev.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
+    ev.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
+    return parser
+
+
+def read_wavs(table: Dict[str, str], source: Path, fs: int) -> List:
+    """Waveforms of a ``{key: wav path}`` table, in its order (errors name ``source`` and the key)."""
+    from espnet2.tts_diff.probe import read_wav
+
+    wavs = []
+    for key, value in table.items():
+        if value.rstrip().endswith("|"):
+            raise ValueError(f"{source}: {key}: piped commands are not supported, give a wav path")
+        wavs.append(read_wav(value, fs))
+    return wavs
+
+
+def labelled_dir(data_dir: Path) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """``wav.scp`` and ``utt2label`` of a data dir; every utterance must have a label."""
+    from espnet2.enh.clipsep.kaldi_table import read_table
+
+    wav_scp, utt2label = data_dir / "wav.scp", data_dir / "utt2label"
+    table, labels = read_table(wav_scp), read_table(utt2label)
+    if not table:
+        raise ValueError(f"{wav_scp}: no utterances")
+    for key in table:
+        if key not in labels:
+            raise ValueError(f"{utt2label}: no label for utterance {key!r}")
+    return table, labels
+
+
+def atomic_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def per_class_accuracy(pred: Sequence[int], target: Sequence[int], classes: Sequence[str]) -> Dict[str, float]:
+    out = {}
+    for c, name in enumerate(classes):
+        hits = [p == t for p, t in zip(pred, target) if t == c]
+        if hits:
+            out[name] = sum(hits) / len(hits)
+    return out
+
+
+def run_train(args) -> None:
+    import torch
+
+    from espnet2.tts_diff.probe import ProbeClassifier, probe_outputs, save_probe, train_probe
+
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output}: exists (pass --overwrite to replace it)")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ValueError("--epochs and --batch_size must be >= 1")
+    table, labels = labelled_dir(args.data_dir)
+    classes = sorted(set(labels[k] for k in table))
+    if len(classes) < 2:
+        raise ValueError(f"{args.data_dir / 'utt2label'}: need >= 2 classes, found {classes}")
+    ids = {c: i for i, c in enumerate(classes)}
+    wavs = read_wavs(table, args.data_dir / "wav.scp", args.fs)
+    valid = None
+    if args.valid_dir is not None:
+        v_table, v_labels = labelled_dir(args.valid_dir)
+        unknown = sorted(set(v_labels[k] for k in v_table) - set(classes))
+        if unknown:
+            raise ValueError(f"{args.valid_dir / 'utt2label'}: label {unknown[0]!r} is not a training class")
+        valid = (read_wavs(v_table, args.valid_dir / "wav.scp", args.fs), [ids[v_labels[k]] for k in v_table])
+    torch.manual_seed(args.seed)
+    conf = dict(embed_dim=args.embed_dim, channels=list(args.channels), fs=args.fs)
+    probe = ProbeClassifier(num_classes=len(classes), **conf)
+    segment = None if args.segment_seconds is None else int(args.segment_seconds * args.fs)
+    report = train_probe(
+        probe, wavs, [ids[labels[k]] for k in table], epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, segment=segment, seed=args.seed,
+    )
+    report.update(num_clips=len(wavs), classes=classes, num_threads=torch.get_num_threads(), data_dir=str(args.data_dir))
+    if valid is not None:
+        logits, _ = probe_outputs(probe, valid[0])
+        pred = logits.argmax(1).tolist()
+        report["valid_dir"] = str(args.valid_dir)
+        report["valid_accuracy"] = sum(p == t for p, t in zip(pred, valid[1])) / len(pred)
+        report["valid_per_class_accuracy"] = per_class_accuracy(pred, valid[1], classes)
+        logging.info("valid accuracy %.3f on %d clips", report["valid_accuracy"], len(pred))
+    save_probe(probe, conf, classes, args.output)
+    atomic_json(report, args.output.with_suffix(".json"))
+    logging.info("trained in %.1f s; wrote %s", report["wall_seconds"], args.output)
+
+
+def run_evaluate(args) -> None:
+    from espnet2.enh.clipsep.kaldi_table import read_table
+    from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs
+
+    probe, classes = load_probe(args.probe)
+    if args.gen_dir is not None:
+        if not args.gen_dir.is_dir():
+            raise FileNotFoundError(f"{args.gen_dir}: directory not found")
+        gen = {p.stem: str(p) for p in sorted(args.gen_dir.glob("*.wav"))}
+        if not gen:
+            raise ValueError(f"{args.gen_dir}: no .wav files")
+        gen_source = args.gen_dir
+    else:
+        gen, gen_source = read_table(args.gen_scp), args.gen_scp
+        if not gen:
+            raise ValueError(f"{args.gen_scp}: no entries")
+    query = read_table(args.gen_labels)
+    ids = {c: i for i, c in enumerate(classes)}
+    target = []
+    for key in gen:
+        if key not in query:
+            raise ValueError(f"{args.gen_labels}: no label for generated clip {key!r}")
+        if query[key] not in ids:
+            raise ValueError(f"{args.gen_labels}: label {query[key]!r} of {key!r} is not a probe class")
+        target.append(ids[query[key]])
+    ref_scp = args.ref_dir / "wav.scp"
+    ref = read_table(ref_scp)
+    if len(gen) < 2 or len(ref) < 2:
+        raise ValueError(f"probe-FD needs >= 2 generated and >= 2 reference clips, got {len(gen)} and {len(ref)}")
+    gen_logits, gen_emb = probe_outputs(probe, read_wavs(gen, gen_source, probe.fs), args.batch_size)
+    _, ref_emb = probe_outputs(probe, read_wavs(ref, ref_scp, probe.fs), args.batch_size)
+    pred = gen_logits.argmax(1).tolist()
+    result = {
+        "relevance": sum(p == t for p, t in zip(pred, target)) / len(pred),
+        "relevance_chance": 1.0 / len(classes),
+        "relevance_per_class": per_class_accuracy(pred, target, classes),
+        "probe_fd": frechet_distance(gen_emb, ref_emb),
+        "probe_fd_note": "Frechet distance between Gaussians of the probe's embeddings (not FAD)",
+        "num_generated": len(gen),
+        "num_reference": len(ref),
+        "probe": str(args.probe),
+        "reference": str(args.ref_dir),
+    }
+    atomic_json(result, args.output)
+    logging.info(
+        "relevance %.3f (chance %.3f), probe-FD %.3f; wrote %s",
+        result["relevance"], result["relevance_chance"], result["probe_fd"], args.output,
+    )
+
+
+def main(cmd=None) -> int:
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s [probe] %(levelname)s: %(message)s")
+    try:
+        import torch
+
+        if args.num_threads > 0:
+            torch.set_num_threads(args.num_threads)
+        (run_train if args.command == "train" else run_evaluate)(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as err:
+        print(f"probe: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""CLIPSonic: a CLIP-conditioned mel-spectrogram diffusion model, hosted by ESPnet's TTS task.
+
+Reference:
+    H.-W. Dong et al., "CLIPSonic: Text-to-Audio Synthesis with Unlabeled Videos and Pretrained
+    Language-Vision Models", WASPAA 2023.
+    A. Nichol and P. Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021.
+    J. Ho and T. Salimans, "Classifier-Free Diffusion Guidance", NeurIPS 2021 Workshop.
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.gan_tts.hifigan import HiFiGANGenerator
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.tts.abs_tts import AbsTTS
+from torch import nn
+from typeguard import typechecked
+
+from espnet2.tts_diff.diffusion import cosine_alphas_cumprod, q_sample
+from espnet2.tts_diff.samplers import SAMPLERS, cfg_model_fn
+from espnet2.tts_diff.unet import MelUNet
+
+
+class CLIPSonic(AbsTTS):
+    """Mel diffusion conditioned on a CLIP embedding that arrives as ESPnet's ``spembs``.
+
+    Training (``forward``): ESPnet's ``fbank`` + ``global_mvn`` give normalised log-mel frames; each
+    clip is randomly cropped (or zero-padded) to ``segment_frames``; a timestep ``t ~ U{0..T-1}`` of the
+    improved-DDPM cosine schedule and Gaussian noise give ``x_t``; the U-Net predicts the noise and the
+    loss is its MSE over the valid frames. The L2-normalised CLIP embedding conditions the U-Net; with
+    probability ``cond_drop_prob`` per example it is replaced by a learned null embedding (classifier-free
+    guidance). The text input required by ``TTSTask`` is ignored.
+
+    Inference (``inference``): ``SAMPLERS[sampler]`` with ``steps`` steps and guidance
+    ``eps = (1 + w) eps(x, c) - w eps(x, null)``; returns the normalised mel ``feat_gen`` and, when a
+    vocoder is embedded, the waveform ``wav``.
+
+    Reference:
+        H.-W. Dong et al., "CLIPSonic: Text-to-Audio Synthesis with Unlabeled Videos and Pretrained
+        Language-Vision Models", WASPAA 2023; J. Ho and T. Salimans, "Classifier-Free Diffusion
+        Guidance", 2021.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        idim: int,
+        odim: int,
+        spk_embed_dim: int = 512,
+        unet_conf: Optional[Dict[str, Any]] = None,
+        num_train_steps: int = 4000,
+        cond_drop_prob: float = 0.1,
+        segment_frames: int = 128,
+        sampler: str = "dpmpp",
+        steps: int = 25,
+        guidance: float = 1.5,
+        vocoder_conf: Optional[Dict[str, Any]] = None,
+        fs: int = 16000,
+    ):
+        """Build the model.
+
+        Args:
+            idim: Vocabulary size (from ``TTSTask``; the text is ignored).
+            odim: Number of mel bands (from the feature extractor).
+            spk_embed_dim: CLIP embedding size (the ``spembs`` vectors).
+            unet_conf: Keyword arguments of :class:`MelUNet` (``cond_dim`` is set to ``spk_embed_dim``).
+            num_train_steps: Diffusion steps T of the cosine schedule.
+            cond_drop_prob: Probability of replacing the CLIP embedding by the null embedding in training.
+            segment_frames: Training crop length in frames; also the default generated length.
+            sampler: Default sampler, a key of ``SAMPLERS`` (``ddpm``, ``ddim``, ``dpmpp``).
+            steps: Default number of sampling steps.
+            guidance: Default classifier-free guidance weight w.
+            vocoder_conf: Keyword arguments of ESPnet's ``HiFiGANGenerator``; when given, a frozen vocoder
+                trained on the same normalised mel is embedded and ``inference`` also returns ``wav``.
+            fs: Sampling rate of the audio.
+        """
+        super().__init__()
+        if odim < 1 or spk_embed_dim < 1:
+            raise ValueError(f"odim and spk_embed_dim must be positive, got {odim}, {spk_embed_dim}")
+        if num_train_steps < 1 or segment_frames < 1 or steps < 1:
+            raise ValueError("num_train_steps, segment_frames and steps must be positive")
+        if not 0.0 <= cond_drop_prob <= 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        unet_conf = dict(unet_conf or {})
+        if unet_conf.setdefault("cond_dim", spk_embed_dim) != spk_embed_dim:
+            raise ValueError(f"unet_conf.cond_dim {unet_conf['cond_dim']} != spk_embed_dim {spk_embed_dim}")
+        # Attributes read by espnet2.bin.tts_inference.Text2Speech.
+        self.spks = None
+        self.langs = None
+        self.spk_embed_dim = spk_embed_dim
+        self.fs = fs
+
+        self.odim = odim
+        self.num_train_steps = num_train_steps
+        self.cond_drop_prob = cond_drop_prob
+        self.segment_frames = segment_frames
+        self.sampler = sampler
+        self.steps = steps
+        self.guidance = guidance
+        self.unet = MelUNet(**unet_conf)
+        self.null_cond = nn.Parameter(torch.randn(spk_embed_dim) / spk_embed_dim**0.5)
+        # Derived from the config, so not saved in the state_dict.
+        self.register_buffer(
+            "alphas_cumprod", torch.as_tensor(cosine_alphas_cumprod(num_train_steps)), persistent=False
+        )
+        self.vocoder = None
+        if vocoder_conf is not None:
+            self.vocoder = HiFiGANGenerator(**vocoder_conf)
+            self.vocoder.requires_grad_(False)
+            self.vocoder.eval()
+
+    @property
+    def require_vocoder(self) -> bool:
+        """Text2Speech builds a vocoder (Griffin-Lim) only when none is embedded."""
+        return self.vocoder is None
+
+    def train(self, mode: bool = True) -> "CLIPSonic":
+        """Switch train/eval mode; the frozen vocoder always stays in eval mode."""
+        super().train(mode)
+        if self.vocoder is not None:
+            self.vocoder.eval()
+        return self
+
+    def _condition(self, spembs: torch.Tensor, training: bool) -> torch.Tensor:
+        """One L2-normalised CLIP vector per example from ``(B, D)`` or a zero-padded stack ``(B, N, D)``.
+
+        In training a stack gives a random non-zero row per example; at inference its non-zero rows are
+        averaged.
+        """
+        if spembs.dim() not in (2, 3) or spembs.shape[-1] != self.spk_embed_dim:
+            raise ValueError(
+                f"spembs must be (B, {self.spk_embed_dim}) or (B, N, {self.spk_embed_dim}), got {tuple(spembs.shape)}"
+            )
+        spembs = spembs.float()
+        if spembs.dim() == 3:
+            valid = spembs.abs().sum(-1) > 0  # (B, N)
+            if not bool(valid.any(-1).all()):
+                raise ValueError("spembs: an example has only all-zero embedding rows")
+            if training:
+                scores = torch.rand(valid.shape, device=spembs.device).masked_fill(~valid, -1.0)
+                spembs = spembs[torch.arange(len(spembs), device=spembs.device), scores.argmax(-1)]
+            else:
+                spembs = (spembs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        return F.normalize(spembs, dim=-1)
+
+    def _crop(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Random ``segment_frames`` window per example (zero-padded when shorter).
+
+        Returns:
+            Mel ``(B, 1, n_mels, S)`` and the valid-frame mask ``(B, 1, 1, S)``.
+        """
+        b, _, n_mels = feats.shape
+        s = self.segment_frames
+        lengths = feats_lengths.to(feats.device)
+        starts = (torch.rand(b, device=feats.device) * (lengths - s + 1).clamp(min=1)).long()
+        idx = starts[:, None] + torch.arange(s, device=feats.device)[None]  # (B, S)
+        valid = idx < lengths[:, None]
+        padded = F.pad(feats, (0, 0, 0, max(0, s + int(starts.max()) - feats.shape[1])))
+        x0 = padded.gather(1, idx[..., None].expand(b, s, n_mels)) * valid[..., None]
+        return x0.transpose(1, 2)[:, None], valid[:, None, None].to(feats.dtype)
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        feats: torch.Tensor,
+        feats_lengths: torch.Tensor,
+        spembs: Optional[torch.Tensor] = None,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Noise-prediction loss on random crops.
+
+        Args:
+            text: Token ids ``(B, L)`` (ignored).
+            text_lengths: ``(B,)`` (ignored).
+            feats: Normalised log-mel ``(B, T, n_mels)``.
+            feats_lengths: ``(B,)``.
+            spembs: CLIP embeddings ``(B, D)`` or zero-padded per-frame stacks ``(B, N, D)``.
+
+        Returns:
+            The loss ``(1,)``, stats ``{"loss", "cond_dropped"}`` and the batch size as weight (the form
+            ``force_gatherable`` gives for DataParallel).
+        """
+        if spembs is None:
+            raise ValueError("CLIPSonic needs CLIP embeddings: add '<scp>,spembs,npy' (or kaldi_ark) to the data")
+        if feats.shape[-1] != self.odim:
+            raise ValueError(f"feats have {feats.shape[-1]} mel bands, the model was built for {self.odim}")
+        b = feats.shape[0]
+        x0, mask = self._crop(feats, feats_lengths)
+        cond = self._condition(spembs, training=self.training).to(x0.dtype)
+        drop = torch.rand(b, device=x0.device) < self.cond_drop_prob
+        cond = torch.where(drop[:, None], self.null_cond.to(cond.dtype)[None], cond)
+        t = torch.randint(0, self.num_train_steps, (b,), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = q_sample(x0, t, self.alphas_cumprod, noise).to(x0.dtype)
+        eps = self.unet(x_t, t, cond)
+        loss = ((eps - noise) ** 2 * mask).sum() / (mask.sum() * x0.shape[2]).clamp(min=1.0)
+        stats = dict(loss=loss.detach(), cond_dropped=drop.float().mean())
+        loss, stats, weight = force_gatherable((loss, stats, b), loss.device)
+        return loss, stats, weight
+
+    @torch.no_grad()
+    def inference(
+        self,
+        text: torch.Tensor,
+        feats: Optional[torch.Tensor] = None,
+        spembs: Optional[torch.Tensor] = None,
+        steps: Optional[int] = None,
+        guidance: Optional[float] = None,
+        sampler: Optional[str] = None,
+        seed: Optional[int] = None,
+        num_frames: Optional[int] = None,
+        clip_x0: Optional[float] = None,
+        **kwargs,
+    ) -> Dict[str, torch.Tensor]:
+        """Generate one mel spectrogram (and waveform) from a CLIP embedding.
+
+        Args:
+            text: Token ids ``(L,)`` (ignored).
+            feats: Optional reference mel ``(T, n_mels)``; only its length is used (default ``num_frames``).
+            spembs: CLIP embedding ``(D,)`` (image or text), or ``(N, D)`` frame embeddings to average.
+            steps: Sampling steps (default: the config's ``steps``).
+            guidance: Guidance weight w (default: the config's ``guidance``).
+            sampler: ``ddpm``, ``ddim`` or ``dpmpp`` (default: the config's ``sampler``).
+            seed: Seed of a private ``torch.Generator`` (device of the model); ``None`` uses the global RNG.
+            num_frames: Generated length in frames (default: ``len(feats)`` or ``segment_frames``).
+            clip_x0: Clamp each predicted (normalised) mel to ``[-clip_x0, clip_x0]`` while sampling (default:
+                no clipping).
+            **kwargs: Other decode options from ESPnet (e.g. ``use_teacher_forcing``), ignored.
+
+        Returns:
+            ``feat_gen``: normalised mel ``(T', n_mels)``; ``wav``: ``(T' * hop,)`` if a vocoder is embedded.
+        """
+        if spembs is None:
+            raise ValueError("CLIPSonic.inference needs spembs (a CLIP image or text embedding)")
+        sampler = self.sampler if sampler is None else sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        steps = self.steps if steps is None else int(steps)
+        guidance = self.guidance if guidance is None else float(guidance)
+        if num_frames is None:
+            num_frames = len(feats) if feats is not None else self.segment_frames
+        device = self.null_cond.device
+        cond = self._condition(spembs.to(device)[None], training=False)
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+        x_t = torch.randn(1, 1, self.odim, int(num_frames), generator=generator, device=device)
+        x_t = x_t.to(self.null_cond.dtype)
+        model_fn = cfg_model_fn(self.unet, cond.to(x_t.dtype), self.null_cond, w=guidance)
+        x0 = SAMPLERS[sampler](model_fn, x_t, self.alphas_cumprod, steps, generator=generator, clip_x0=clip_x0)
+        feat_gen = x0[0, 0].transpose(0, 1).to(self.null_cond.dtype)
+        out = dict(feat_gen=feat_gen)
+        if self.vocoder is not None:
+            out["wav"] = self.vocoder.inference(feat_gen).view(-1)
+        return out

@@ -1,0 +1,248 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from espnet2.tts_diff.model import CLIPSonic
+from espnet2.tts_diff.samplers import SAMPLERS
+
+N_MELS, DIM, SEG = 16, 8, 12
+UNET = dict(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=2)
+VOCODER = dict(
+    in_channels=N_MELS,
+    channels=16,
+    upsample_scales=[4, 2],
+    upsample_kernel_sizes=[8, 4],
+    resblock_kernel_sizes=[3],
+    resblock_dilations=[[1, 3]],
+)
+
+
+def _model(seed: int = 0, **kw) -> CLIPSonic:
+    torch.manual_seed(seed)
+    conf = dict(spk_embed_dim=DIM, unet_conf=UNET, num_train_steps=1000, segment_frames=SEG, steps=4)
+    return CLIPSonic(idim=5, odim=N_MELS, **{**conf, **kw})
+
+
+def _batch(seed: int = 0, batch: int = 3, frames: int = 20):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        text=torch.randint(1, 5, (batch, 2), generator=gen),
+        text_lengths=torch.full((batch,), 2),
+        feats=torch.randn(batch, frames, N_MELS, generator=gen),
+        feats_lengths=torch.tensor([frames, frames - 9, 5][:batch]),
+        spembs=torch.randn(batch, DIM, generator=gen),
+    )
+
+
+def _loss(model, batch, seed: int = 123) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return model(**batch)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+def test_forward_backward():
+    model = _model().train()
+    loss, stats, weight = model(**_batch())
+    assert loss.shape == (1,) and torch.isfinite(loss).all()  # ESPnet gatherable form
+    assert set(stats) == {"loss", "cond_dropped"} and int(weight) == 3
+    loss.backward()
+    assert float(model.unet.conv_in.weight.grad.abs().sum()) > 0
+
+
+def test_gradients_reach_every_parameter_including_null_embedding():
+    model = _model().train()
+    for p in (1.0, 0.0):  # dropped: the null embedding is used; kept: the CLIP vector is
+        model.cond_drop_prob = p
+        model(**_batch())[0].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert missing == []
+
+
+def test_cond_dropout_one_ignores_spembs():
+    model = _model(cond_drop_prob=1.0).train()
+    a, b = _batch(), _batch()
+    b["spembs"] = torch.randn_like(a["spembs"]) * 3
+    assert torch.equal(_loss(model, a), _loss(model, b))
+    assert float(model(**a)[1]["cond_dropped"]) == 1.0
+    model.cond_drop_prob = 0.0
+    assert not torch.equal(_loss(model, a), _loss(model, b))
+
+
+def test_null_embedding_is_the_dropped_condition():
+    model = _model(cond_drop_prob=1.0).train()
+    with torch.no_grad():
+        model.null_cond /= model.null_cond.norm()  # unit norm: unchanged by the L2 normalisation of spembs
+    batch = _batch()
+    dropped = _loss(model, batch)
+    model.cond_drop_prob = 0.0
+    batch["spembs"] = model.null_cond.detach().expand(3, DIM).clone()
+    torch.testing.assert_close(_loss(model, batch), dropped)
+
+
+def test_spembs_are_l2_normalised():
+    model = _model(cond_drop_prob=0.0).train()
+    a = _batch()
+    b = dict(a, spembs=a["spembs"] * 7.5)
+    torch.testing.assert_close(_loss(model, a), _loss(model, b))
+
+
+def test_loss_ignores_frames_beyond_lengths():
+    model = _model(cond_drop_prob=0.0).train()
+    a = _batch()
+    b = {k: v.clone() for k, v in a.items()}
+    for i, n in enumerate(a["feats_lengths"].tolist()):
+        b["feats"][i, n:] = 1e3
+    assert torch.equal(_loss(model, a), _loss(model, b))
+
+
+def test_crop_is_a_window_of_valid_frames():
+    model = _model(segment_frames=6)
+    feats = torch.arange(2 * 10, dtype=torch.float32).view(2, 10, 1).expand(2, 10, N_MELS).clone()
+    lengths = torch.tensor([10, 4])
+    torch.manual_seed(0)
+    for _ in range(20):
+        x0, mask = model._crop(feats, lengths)
+        assert x0.shape == (2, 1, N_MELS, 6) and mask.shape == (2, 1, 1, 6)
+        row = x0[0, 0, 0]
+        assert torch.equal(row, row[0] + torch.arange(6.0)) and 0 <= int(row[0]) <= 4  # contiguous, inside
+        torch.testing.assert_close(x0[1, 0, 0], torch.tensor([10.0, 11, 12, 13, 0, 0]))  # short: padded
+        assert mask[0].flatten().tolist() == [1.0] * 6 and mask[1].flatten().tolist() == [1, 1, 1, 1, 0, 0]
+
+
+def test_per_frame_spembs_pick_a_random_nonzero_row():
+    model = _model()
+    stack = torch.zeros(2, 4, DIM)
+    stack[0, 0], stack[0, 2] = torch.randn(DIM), torch.randn(DIM)
+    stack[1, 1] = torch.randn(DIM) * 4
+    rows0, rows1 = F.normalize(stack[0], dim=-1), F.normalize(stack[1], dim=-1)
+    picked = set()
+    torch.manual_seed(0)
+    for _ in range(30):
+        cond = model._condition(stack, training=True)
+        torch.testing.assert_close(cond[1], rows1[1])
+        match = [j for j in (0, 2) if torch.allclose(cond[0], rows0[j])]
+        assert len(match) == 1
+        picked.add(match[0])
+    assert picked == {0, 2}
+    mean = model._condition(stack, training=False)
+    torch.testing.assert_close(mean[0], F.normalize(stack[0, 0] + stack[0, 2], dim=-1))
+    model.train()
+    loss = model(**dict(_batch(batch=2), spembs=stack))[0]
+    assert torch.isfinite(loss)
+
+
+def test_bad_inputs():
+    model = _model()
+    with pytest.raises(ValueError, match="spembs"):
+        model(**dict(_batch(), spembs=None))
+    with pytest.raises(ValueError, match="spembs"):
+        model(**dict(_batch(), spembs=torch.randn(3, DIM + 1)))
+    with pytest.raises(ValueError, match="all-zero"):
+        model(**dict(_batch(), spembs=torch.zeros(3, 2, DIM)))
+    with pytest.raises(ValueError, match="sampler"):
+        _model(sampler="euler")
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        _model(cond_drop_prob=1.5)
+    with pytest.raises(ValueError, match="cond_dim"):
+        _model(unet_conf=dict(UNET, cond_dim=DIM + 1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inference
+def test_inference_shapes_and_attributes():
+    model = _model().eval()
+    assert model.spks is None and model.langs is None and model.spk_embed_dim == DIM and model.fs == 16000
+    assert model.require_vocoder
+    out = model.inference(torch.tensor([1, 2]), spembs=torch.randn(DIM), seed=0)
+    assert set(out) == {"feat_gen"} and out["feat_gen"].shape == (SEG, N_MELS)
+    assert torch.isfinite(out["feat_gen"]).all()
+    out = model.inference(torch.tensor([1]), spembs=torch.randn(DIM), num_frames=21, seed=0)
+    assert out["feat_gen"].shape == (21, N_MELS)
+    out = model.inference(torch.tensor([1]), feats=torch.zeros(17, N_MELS), spembs=torch.randn(3, DIM), seed=0)
+    assert out["feat_gen"].shape == (17, N_MELS)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_inference_is_deterministic_under_seed(sampler):
+    model = _model().eval()
+    emb = torch.randn(DIM)
+    a = model.inference(torch.tensor([1]), spembs=emb, sampler=sampler, steps=3, seed=7)["feat_gen"]
+    b = model.inference(torch.tensor([1]), spembs=emb, sampler=sampler, steps=3, seed=7)["feat_gen"]
+    c = model.inference(torch.tensor([1]), spembs=emb, sampler=sampler, steps=3, seed=8)["feat_gen"]
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_guidance_and_condition_change_the_output():
+    model = _model().eval()
+    emb = torch.randn(DIM)
+    run = lambda **kw: model.inference(torch.tensor([1]), **{"spembs": emb, "seed": 3, **kw})["feat_gen"]  # noqa
+    base = run(guidance=1.5)
+    assert not torch.allclose(base, run(guidance=0.0), atol=1e-4)
+    assert not torch.allclose(base, run(spembs=-emb), atol=1e-4)
+    assert torch.equal(base, run())  # the config default is 1.5
+
+
+def test_embedded_vocoder_is_frozen_and_saved():
+    model = _model(vocoder_conf=VOCODER)
+    assert not model.require_vocoder
+    assert all(not p.requires_grad for p in model.vocoder.parameters())
+    assert any(k.startswith("vocoder.") for k in model.state_dict())
+    model.train()
+    assert model.unet.training and not model.vocoder.training
+    model(**_batch())[0].backward()
+    assert all(p.grad is None for p in model.vocoder.parameters())
+    out = model.eval().inference(torch.tensor([1]), spembs=torch.randn(DIM), seed=0, num_frames=9)
+    assert out["feat_gen"].shape == (9, N_MELS) and out["wav"].shape == (9 * 8,)
+    torch.testing.assert_close(out["wav"], model.vocoder.inference(out["feat_gen"]).view(-1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning: two classes, each a fixed mel pattern tied to its own embedding
+def test_training_learns_two_classes():
+    """150 Adam steps: the loss falls, the model uses the right embedding, and (with strong guidance) each
+    class embedding generates its own pattern."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    patterns = torch.stack([torch.linspace(-1.5, 1.5, N_MELS), torch.linspace(1.5, -1.5, N_MELS)])  # (2, F)
+    embs = torch.randn(2, DIM, generator=gen)
+    model = _model(seed=1, cond_drop_prob=0.1, num_train_steps=100)
+
+    def batch(labels):
+        feats = patterns[labels][:, None, :].expand(-1, SEG, -1) + 0.05 * torch.randn(len(labels), SEG, N_MELS)
+        return dict(
+            text=torch.ones(len(labels), 1, dtype=torch.long),
+            text_lengths=torch.ones(len(labels), dtype=torch.long),
+            feats=feats,
+            feats_lengths=torch.full((len(labels),), SEG),
+            spembs=embs[labels],
+        )
+
+    fixed = batch(torch.arange(16) % 2)
+    swapped = dict(fixed, spembs=embs[1 - torch.arange(16) % 2])
+
+    def eval_loss(b):
+        model.train()
+        model.cond_drop_prob, p = 0.0, model.cond_drop_prob
+        with torch.no_grad():
+            loss = _loss(model, b, seed=99)
+        model.cond_drop_prob = p
+        return float(loss)
+
+    before = eval_loss(fixed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(**batch(torch.randint(0, 2, (16,), generator=gen)))[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = eval_loss(fixed)
+    assert after < 0.1 * before, (before, after)
+    assert after < 0.95 * eval_loss(swapped)  # the condition carries the class
+
+    model.eval()
+    for k in (0, 1):
+        mel = model.inference(torch.tensor([1]), spembs=embs[k], sampler="ddpm", steps=10, guidance=5.0, seed=k)
+        dist = [float((mel["feat_gen"].mean(0) - patterns[j]).pow(2).mean()) for j in (0, 1)]
+        assert dist[k] < 0.5 * dist[1 - k], (k, dist)
