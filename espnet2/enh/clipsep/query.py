@@ -182,6 +182,25 @@ class CLIPQueryEncoder:
         )
 
     @property
+    def tokenizer(self):
+        """The open_clip tokenizer of the model (built on first access, without building the model)."""
+        if self._tokenizer is None:
+            import open_clip
+
+            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int:
+        """Tokens CLIP reads per prompt; the tokenizer truncates longer prompts (77 for OpenAI CLIP)."""
+        return int(getattr(self.tokenizer, "context_length", None) or 77)
+
+    def num_tokens(self, text: str) -> Optional[int]:
+        """Tokens of ``text`` with the start and end tokens, before truncation (None if the tokenizer can't say)."""
+        encode = getattr(self.tokenizer, "encode", None)
+        return len(encode(text)) + 2 if callable(encode) else None
+
+    @property
     def embed_dim(self) -> int:
         """Dimension of the query vectors."""
         import open_clip
