@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Quality and time per sample of CLIPSonic's samplers vs steps, and a guidance sweep (not a test).
+
+Grid (default): DDPM at 1,000 steps (the paper's sampler) vs DDIM and DPM-Solver++(2M) at 10/25/50 steps, all
+at guidance ``--guidance``; then the guidance sweep w in {0, 1, 1.5, 3, 5} with ``--sweep_sampler`` at
+``--sweep_steps`` steps. Goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000 with probe-FD within
+10 %. Prints a markdown table (sampler, steps, s/sample, speed-up vs DDPM-1000, relevance, probe-FD) and the goal
+check; writes ``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
+``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with Pillow (matplotlib is not a
+dependency).
+
+Queries are cached CLIP embeddings (``--queries``: npy/kaldi_ark scp, e.g. the test set's ``image.scp`` for IQ,
+or ``text.scp`` with ``--mode zs|pd``); each query's class is ``utt2label`` of its key (its text for
+``text.scp`` keys that are labels), scored by the probe classifier (``bin/probe.py``): relevance = accuracy of
+the probe against the query's class; probe-FD = Fréchet distance in the probe's embedding space between the
+generated clips and ``--references`` (a ``wav.scp``). probe-FD is *not* FAD.
+
+s/sample: wall time of one generated clip (prior for PD, mel sampling, vocoder or Griffin-Lim), median over the
+timed samples, after one warm-up; CUDA is synchronised. ``--model paper`` (or any training YAML via
+``--config``) times the paper-size U-Net with random weights: mel sampling only, no quality ("n/a").
+
+Examples:
+    python local/benchmark_samplers.py --model exp/mini/tts_clipsonic/packed.zip --probe exp/mini/probe/probe.pt \\
+        --queries dump/mini/clip/test/image.scp --utt2label data/mini/test/utt2label \\
+        --references data/mini/test/wav.scp --out_dir exp/mini/benchmark_samplers
+    python local/benchmark_samplers.py --model paper --grid ddpm:1000 dpmpp:10,25 --num_timed 2 --out_dir /tmp/b
+
+Reference:
+    H.-W. Dong et al., "CLIPSonic: Text-to-Audio Synthesis with Unlabeled Videos and Pretrained
+    Language-Vision Models", WASPAA 2023. C. Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of
+    Diffusion Probabilistic Models", 2022. J. Song et al., "Denoising Diffusion Implicit Models", ICLR 2021.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "tuning" / "train_clipsonic.yaml"
+DEFAULT_GRID = ("ddpm:1000", "ddim:10,25,50", "dpmpp:10,25,50")
+DEFAULT_GUIDANCES = (0.0, 1.0, 1.5, 3.0, 5.0)
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}
+GOAL_SPEEDUP, GOAL_FD_REL = 40.0, 0.10
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Sampler quality/time vs steps and a guidance sweep for a CLIPSonic model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="packed zip / exp dir / tag, or 'paper' (random, timing)")
+    parser.add_argument("--config", type=Path, default=PAPER_CONFIG, help="training YAML for --model paper")
+    parser.add_argument("--probe", type=Path, default=None, help="probe classifier (bin/probe.py) for quality")
+    parser.add_argument("--queries", type=Path, default=None, help="scp of CLIP embeddings (image.scp or text.scp)")
+    parser.add_argument("--mode", choices=("iq", "zs", "pd"), default="iq", help="what the --queries are")
+    parser.add_argument("--utt2label", type=Path, default=None, help="key -> class name of each query")
+    parser.add_argument("--references", type=Path, default=None, help="wav.scp of real clips for probe-FD")
+    parser.add_argument("--num_queries", type=int, default=32, help="queries used (first N of --queries)")
+    parser.add_argument("--num_timed", type=int, default=3, help="samples timed per setting (quality: all queries)")
+    parser.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID), help="sampler:steps[,steps...]")
+    parser.add_argument("--guidance", type=float, default=1.5, help="guidance weight of the sampler grid")
+    parser.add_argument("--guidances", type=float, nargs="+", default=list(DEFAULT_GUIDANCES), help="sweep")
+    parser.add_argument("--sweep_sampler", default="dpmpp", help="sampler of the guidance sweep")
+    parser.add_argument("--sweep_steps", type=int, default=25, help="steps of the guidance sweep")
+    parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: the model's segment)")
+    parser.add_argument("--seed", type=int, default=0, help="sample of query i uses seed + i")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--prior", type=Path, default=None, help="prior for --mode pd (default: beside the model)")
+    parser.add_argument("--out_dir", type=Path, required=True, help="where the PNGs, results.json/.md go")
+    return parser
+
+
+# ================================================================================================
+# Table, goal check, plots (pure helpers)
+# ================================================================================================
+def parse_grid(items: Sequence[str]) -> List[Tuple[str, int]]:
+    """``["ddpm:1000", "ddim:10,25"]`` -> ``[("ddpm", 1000), ("ddim", 10), ("ddim", 25)]``."""
+    out = []
+    for item in items:
+        name, _, steps = item.partition(":")
+        if name not in SAMPLER_NAMES or not steps:
+            raise ValueError(f"--grid {item!r}: expected sampler:steps[,steps] with sampler in {sorted(SAMPLER_NAMES)}")
+        for s in steps.split(","):
+            if not s.strip().isdigit() or int(s) < 1:
+                raise ValueError(f"--grid {item!r}: steps must be positive integers")
+            out.append((name, int(s)))
+    return out
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def baseline_seconds(rows: Sequence[Dict]) -> Optional[float]:
+    """s/sample of DDPM at 1,000 steps among ``rows`` (None if not run)."""
+    return next((r["seconds"] for r in rows if r["sampler"] == "ddpm" and r["steps"] == 1000), None)
+
+
+def markdown_table(rows: Sequence[Dict], first: str = "sampler", baseline: Optional[float] = None) -> str:
+    """Rows ``{sampler, steps, guidance, seconds, relevance, probe_fd}`` as a markdown table.
+
+    ``first="guidance"`` puts the guidance weight in the first column (the sweep's table). The speed-up is
+    against ``baseline`` s/sample, by default the DDPM-1000 row of ``rows``.
+    """
+    base = baseline_seconds(rows) if baseline is None else baseline
+    head = ["w" if first == "guidance" else "sampler", "sampler" if first == "guidance" else "steps",
+            "steps" if first == "guidance" else "w", "s/sample", "speed-up vs DDPM-1000", "relevance", "probe-FD"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in rows:
+        name = SAMPLER_NAMES.get(r["sampler"], r["sampler"])
+        speed = None if base is None or not r["seconds"] else base / r["seconds"]
+        cols = [f"{r['guidance']:g}", name, str(r["steps"])] if first == "guidance" else [name, str(r["steps"]), f"{r['guidance']:g}"]
+        cols += [_fmt(r["seconds"], ".4f"), "n/a" if speed is None else f"{speed:.1f}x",
+                 _fmt(r.get("relevance"), ".3f"), _fmt(r.get("probe_fd"), ".3f")]  # fmt: skip
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def goal_check(rows: Sequence[Dict]) -> str:
+    """One line on the goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000, probe-FD within 10 %."""
+    base = next((r for r in rows if r["sampler"] == "ddpm" and r["steps"] == 1000), None)
+    fast = [r for r in rows if r["sampler"] == "dpmpp" and r["steps"] <= 25]
+    if base is None or not fast:
+        return "goal: n/a (needs DDPM-1000 and DPM-Solver++ at <= 25 steps in the grid)"
+    parts, met = [], False
+    for r in sorted(fast, key=lambda r: r["steps"]):
+        speed = base["seconds"] / r["seconds"]
+        fd_ok = None
+        if base.get("probe_fd") is not None and r.get("probe_fd") is not None:
+            rel = (r["probe_fd"] - base["probe_fd"]) / max(base["probe_fd"], 1e-12)
+            fd_ok = rel <= GOAL_FD_REL
+            parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD {100 * rel:+.1f} %")
+        else:
+            parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD n/a")
+        met = met or (speed >= GOAL_SPEEDUP and fd_ok is not False and fd_ok is not None)
+    quality = any(r.get("probe_fd") is not None for r in fast)
+    verdict = ("MET" if met else "NOT MET") if quality else "speed only (no quality without a probe)"
+    return f"goal (DPM-Solver++ <= 25 steps: >= {GOAL_SPEEDUP:.0f}x, probe-FD within {100 * GOAL_FD_REL:.0f} %): {verdict}; " + "; ".join(parts)
+
+
+def _ticks(lo: float, hi: float, log: bool, n: int = 5) -> List[float]:
+    if log:
+        a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        return [10.0**e for e in range(a, b + 1)]
+    if hi == lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / (n - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
+    start = math.floor(lo / step) * step
+    return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
+
+
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+
+
+def line_plot(panels: Sequence[Dict], path: Path, size: Tuple[int, int] = (520, 380)) -> None:
+    """Draw line plots side by side into a PNG with Pillow.
+
+    Args:
+        panels: Each ``{"title", "xlabel", "ylabel", "series": {name: [(x, y), ...]}, "logx", "logy"}``; points
+            with ``y`` None are skipped; a panel without points says "n/a".
+        path: PNG to write (temp name + ``os.replace``).
+        size: Pixel size of one panel.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h = size
+    img = Image.new("RGB", (w * len(panels), h), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    left, right, top, bottom = 70, 20, 30, 50
+    for p_i, panel in enumerate(panels):
+        ox = p_i * w
+        x0, x1, y0, y1 = ox + left, ox + w - right, top, h - bottom
+        draw.text((ox + left, 4), panel.get("title", ""), fill="black", font=font)
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        draw.text(((x0 + x1) // 2 - 3 * len(panel.get("xlabel", "")), h - 20), panel.get("xlabel", ""), fill="black", font=font)
+        draw.text((ox + 4, 17), panel.get("ylabel", ""), fill="black", font=font)
+        pts = [(x, y) for s in panel["series"].values() for x, y in s if y is not None]
+        logx, logy = panel.get("logx", False), panel.get("logy", False)
+        pts = [(x, y) for x, y in pts if (not logx or x > 0) and (not logy or y > 0)]
+        if not pts:
+            draw.text(((x0 + x1) // 2 - 10, (y0 + y1) // 2), "n/a", fill="gray", font=font)
+            continue
+        tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
+        ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        xt, yt = _ticks(min(xs), max(xs), logx), _ticks(min(ys), max(ys), logy)
+        xlo, xhi = tx(min(xt[0], min(xs))), tx(max(xt[-1], max(xs)))
+        ylo, yhi = ty(min(yt[0], min(ys))), ty(max(yt[-1], max(ys)))
+        xhi, yhi = (xhi if xhi > xlo else xlo + 1), (yhi if yhi > ylo else ylo + 1)
+
+        def px(x, y):
+            return (x0 + 8 + (tx(x) - xlo) / (xhi - xlo) * (x1 - x0 - 16), y1 - 8 - (ty(y) - ylo) / (yhi - ylo) * (y1 - y0 - 16))
+
+        for v in xt:
+            X, _ = px(v, yt[0])
+            draw.line([X, y1, X, y1 + 4], fill="black")
+            draw.text((X - 8, y1 + 6), f"{v:g}", fill="black", font=font)
+        for v in yt:
+            _, Y = px(xt[0], v)
+            draw.line([x0 - 4, Y, x0, Y], fill="black")
+            draw.text((ox + 8, Y - 5), f"{v:.3g}", fill="black", font=font)
+        for s_i, (name, series) in enumerate(panel["series"].items()):
+            color = COLORS[s_i % len(COLORS)]
+            xy = [px(x, y) for x, y in sorted(series) if y is not None and (not logx or x > 0) and (not logy or y > 0)]
+            if len(xy) > 1:
+                draw.line(xy, fill=color, width=2)
+            for X, Y in xy:
+                draw.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=color)
+            draw.text((x1 - 110, y0 + 6 + 12 * s_i), f"- {name}", fill=color, font=font)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def sampler_panels(rows: Sequence[Dict]) -> List[Dict]:
+    """probe-FD vs steps and s/sample vs steps, one line per sampler (DDPM-1000 a single point)."""
+    fd, sec = {}, {}
+    for r in rows:
+        name = SAMPLER_NAMES.get(r["sampler"], r["sampler"])
+        fd.setdefault(name, []).append((r["steps"], r.get("probe_fd")))
+        sec.setdefault(name, []).append((r["steps"], r["seconds"]))
+    return [
+        dict(title="probe-FD vs steps (lower is better)", xlabel="steps", ylabel="probe-FD", series=fd, logx=True),
+        dict(title="time per sample vs steps", xlabel="steps", ylabel="s/sample", series=sec, logx=True, logy=True),
+    ]
+
+
+def guidance_panels(rows: Sequence[Dict]) -> List[Dict]:
+    """probe-FD vs w and relevance vs w."""
+    fd = {"probe-FD": [(r["guidance"], r.get("probe_fd")) for r in rows]}
+    rel = {"relevance": [(r["guidance"], r.get("relevance")) for r in rows]}
+    return [
+        dict(title="probe-FD vs guidance w", xlabel="w", ylabel="probe-FD", series=fd),
+        dict(title="relevance vs guidance w", xlabel="w", ylabel="relevance", series=rel),
+    ]
+
+
+# ================================================================================================
+# Running
+# ================================================================================================
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def paper_model(config: Path, device):
+    """CLIPSonic with random weights from a training YAML's ``tts_conf`` (64 mel bands), eval mode."""
+    import torch
+    import yaml
+
+    from espnet2.tts_diff.model import CLIPSonic
+
+    conf = yaml.safe_load(config.read_text(encoding="utf-8"))
+    tts_conf = dict(conf["tts_conf"])
+    tts_conf.pop("vocoder_conf", None)
+    torch.manual_seed(0)
+    n_mels = int(conf.get("feats_extract_conf", {}).get("n_mels", 64))
+    return CLIPSonic(idim=2, odim=n_mels, **tts_conf).to(device).eval()
+
+
+def run_setting(sample_fn, conds: Sequence, sampler: str, steps: int, guidance: float, seed: int,
+                num_timed: int, quality: bool, device) -> Tuple[float, list]:  # fmt: skip
+    """Median s/sample over ``num_timed`` samples (after a warm-up); all queries' waveforms when ``quality``."""
+    sample_fn(conds[0], seed, sampler, steps, guidance)  # warm-up (kernels, caches)
+    wavs, times = [], []
+    todo = conds if quality else conds[: max(1, num_timed)]
+    for i, cond in enumerate(todo):
+        _sync(device)
+        start = time.perf_counter()
+        wav = sample_fn(cond, seed + i, sampler, steps, guidance)
+        _sync(device)
+        if i < num_timed:
+            times.append(time.perf_counter() - start)
+        wavs.append(wav)
+    return statistics.median(times), wavs
+
+
+def main(cmd=None) -> int:
+    args = get_parser().parse_args(cmd)
+    import numpy as np
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    grid = parse_grid(args.grid)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    quality = args.model != "paper" and args.probe is not None
+    if args.model != "paper" and args.queries is None:
+        print("error: --queries: needed with a trained model (an image.scp or text.scp of CLIP embeddings)", file=sys.stderr)
+        return 2
+    if quality and (args.references is None or args.utt2label is None):
+        print("error: --probe: quality needs --references (wav.scp) and --utt2label", file=sys.stderr)
+        return 2
+
+    if args.model == "paper":
+        tts = paper_model(args.config, device)
+        nparams = sum(p.numel() for p in tts.parameters())
+        print(f"model: {args.config.name} random weights ({nparams / 1e6:.1f} M parameters), timing only, on {device}")
+        frames = args.num_frames or tts.segment_frames
+        gen_emb = torch.randn(8, tts.spk_embed_dim, generator=torch.Generator().manual_seed(args.seed))
+        conds = list(gen_emb)
+
+        def sample_fn(cond, seed, sampler, steps, guidance):
+            return tts.inference(torch.zeros(1, dtype=torch.long), spembs=cond, steps=steps, guidance=guidance,
+                                 sampler=sampler, seed=seed, num_frames=frames)["feat_gen"]  # fmt: skip
+    else:
+        import kaldiio
+
+        from espnet2.enh.clipsep.kaldi_table import read_table
+        from espnet2.enh.clipsep.separate import resolve_model
+        from espnet2.tts_diff.generate import Condition, Generator, build_model, find_prior
+        from espnet2.tts_diff.prior import load_prior
+
+        # Queries are cached embeddings: no CLIP needed, only the model and (for PD) its prior.
+        files = resolve_model(args.model)
+        net, _ = build_model(files.train_config, files.model_file)
+        prior_file = args.prior or (find_prior(files.search_dirs, files.pack_root) if args.mode == "pd" else None)
+        gen = Generator(net, prior=None if prior_file is None else load_prior(prior_file), device=str(device))
+        if args.mode == "pd" and gen.prior is None:
+            print("error: --mode pd: needs the diffusion prior (pass --prior FILE)", file=sys.stderr)
+            return 2
+        table = read_table(args.queries)
+        keys = list(table)[: args.num_queries]
+        def load(value: str):  # an npy file (dump's npy scp) or a kaldi ark offset; (D,) or per-frame (F, D)
+            emb = np.load(value) if value.endswith(".npy") else kaldiio.load_mat(value)
+            return torch.as_tensor(np.asarray(emb, np.float32)).reshape(-1, gen.embed_dim).mean(0)
+
+        conds = [Condition(k, args.mode, load(table[k])) for k in keys]
+        print(f"model: {args.model} on {device}; {len(conds)} {args.mode} queries from {args.queries}")
+
+        def sample_fn(cond, seed, sampler, steps, guidance):
+            return gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)["wav"]
+
+    scorer = None
+    if quality:
+        from espnet2.enh.clipsep.kaldi_table import read_table
+        from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs, read_wav, relevance
+
+        probe, classes = load_probe(args.probe)
+        probe.to(device)
+        labels = read_table(args.utt2label)
+        index = {c: i for i, c in enumerate(classes)}
+        class_ids = []
+        for c in conds:
+            label = labels.get(c.name, c.name)
+            if label not in index:
+                print(f"error: {args.utt2label}: query {c.name}: label {label!r} is not a probe class", file=sys.stderr)
+                return 2
+            class_ids.append(index[label])
+        refs = [read_wav(p, probe.fs) for p in read_table(args.references).values()]
+        _, ref_emb = probe_outputs(probe, refs)
+        print(f"probe: {args.probe} ({len(classes)} classes); {len(refs)} reference clips")
+
+        def scorer(wavs):
+            _, emb = probe_outputs(probe, wavs)
+            return relevance(probe, wavs, class_ids), frechet_distance(emb, ref_emb)
+
+    def measure(sampler, steps, guidance):
+        seconds, wavs = run_setting(sample_fn, conds, sampler, steps, guidance, args.seed, args.num_timed, quality, device)
+        rel, fd = scorer(wavs) if scorer is not None else (None, None)
+        row = dict(sampler=sampler, steps=steps, guidance=guidance, seconds=seconds, relevance=rel, probe_fd=fd)
+        print(f"  {SAMPLER_NAMES[sampler]:>13} {steps:>5} steps w={guidance:g}: {seconds:.4f} s/sample"
+              + ("" if fd is None else f", relevance {rel:.3f}, probe-FD {fd:.3f}"), file=sys.stderr, flush=True)  # fmt: skip
+        return row
+
+    rows = [measure(s, n, args.guidance) for s, n in grid]
+    sweep = [measure(args.sweep_sampler, args.sweep_steps, w) for w in args.guidances]
+    base = baseline_seconds(rows)
+    text = "\n".join([
+        f"## Samplers (w = {args.guidance:g})", "", markdown_table(rows), "", goal_check(rows), "",
+        f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
+        markdown_table(sweep, first="guidance", baseline=base),
+    ])  # fmt: skip
+    print(text)
+    line_plot(sampler_panels(rows), args.out_dir / "samplers.png")
+    line_plot(guidance_panels(sweep), args.out_dir / "guidance.png")
+    (args.out_dir / "results.md").write_text(text + "\n", encoding="utf-8")
+    (args.out_dir / "results.json").write_text(json.dumps(dict(samplers=rows, guidance=sweep), indent=1), encoding="utf-8")
+    print(f"wrote {args.out_dir}/samplers.png, guidance.png, results.md, results.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,246 @@
+"""Generator / generate CLI: ZS, PD and IQ from an exp dir and a packed zip, seeds, Griffin-Lim fallback, errors."""
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from espnet2.tts_diff.bin import generate as cli
+from espnet2.tts_diff.generate import GenerationError, GenerationWarning, Generator
+from espnet2.tts_diff.prior import DiffusionPrior, save_prior
+
+TINY = Path(__file__).resolve().parents[3] / "egs2" / "clipsep" / "tts1" / "conf" / "tiny" / "train_clipsonic.yaml"
+DIM, N_MELS, HOP, FRAMES = 64, 64, 512, 8
+VOCODER = dict(
+    in_channels=N_MELS, channels=16, upsample_scales=[8, 8, 4, 2], upsample_kernel_sizes=[16, 16, 8, 4],
+    resblock_kernel_sizes=[3], resblock_dilations=[[1, 3]],
+)  # fmt: skip
+PRIOR = dict(embed_dim=DIM, d_model=32, num_layers=1, num_heads=2, num_steps=100)
+FAST = dict(steps=3, num_frames=FRAMES)
+
+
+def _dry_run(root: Path, extra: list) -> None:
+    """config.yaml of the tiny YAML through TTSDiffTask, with paths relative to ``root`` (as a recipe's)."""
+    from espnet2.tts_diff.task import TTSDiffTask
+
+    d = Path("data")
+    d.mkdir()
+    sf.write(d / "a.wav", np.zeros(16000), 16000)
+    np.save(d / "a.npy", np.ones(DIM, np.float32))
+    for name, line in (("wav.scp", "a data/a.wav"), ("spembs.scp", "a data/a.npy"), ("text", "a ab"), ("shape", "a 16000")):
+        (d / name).write_text(line + "\n")
+    (d / "tokens.txt").write_text("<blank>\n<unk>\na\nb\n<sos/eos>\n")
+    np.savez(d / "feats_stats.npz", count=100.0, sum=np.full(N_MELS, -300.0), sum_square=np.full(N_MELS, 910.0))
+    args = ["--config", str(TINY), "--iterator_type", "none", "--dry_run", "true", "--output_dir", "exp"]
+    for s in ("train", "valid"):
+        for f, n, t in (("text", "text", "text"), ("wav.scp", "speech", "sound"), ("spembs.scp", "spembs", "npy")):
+            args += [f"--{s}_data_path_and_name_and_type", f"data/{f},{n},{t}"]
+        args += [f"--{s}_shape_file", "data/shape"]
+    args += ["--token_list", "data/tokens.txt", "--token_type", "char", "--cleaner", "none", "--g2p", "none",
+             "--normalize_conf", "stats_file=data/feats_stats.npz", "--use_tensorboard", "false",
+             "--use_matplotlib", "false", "--ngpu", "0"]  # fmt: skip
+    TTSDiffTask.main(cmd=args + extra)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """exp/ (embedded vocoder, prior/, clip/), its packed zip, and exp_gl/ (no vocoder, no prior, no CLIP)."""
+    from espnet2.enh.clipsep.query import CLIPQueryEncoder
+    from espnet2.main_funcs.pack_funcs import pack
+    from espnet2.tts_diff.task import TTSDiffTask
+
+    root = tmp_path_factory.mktemp("gen")
+    with contextlib.chdir(root):
+        _dry_run(root, ["--tts_conf", "vocoder_conf=" + yaml.safe_dump(VOCODER, default_flow_style=True).strip()])
+        torch.manual_seed(0)
+        model, _ = TTSDiffTask.build_model_from_file("exp/config.yaml", None, "cpu")
+        torch.save(model.state_dict(), "exp/model.pth")
+        Path("exp/clip").mkdir()
+        torch.manual_seed(0)
+        torch.save(CLIPQueryEncoder("clipsep-tiny", None, device="cpu").model.state_dict(), "exp/clip/clipsep-tiny.pt")
+        Path("exp/clip/clipsep-tiny.pt.json").write_text(json.dumps({"clip_model": "clipsep-tiny"}))
+        torch.manual_seed(0)
+        save_prior(DiffusionPrior(**PRIOR), PRIOR, "exp/prior/prior.pt")
+        pack(
+            files={"model_file": "exp/model.pth"}, yaml_files={"train_config": "exp/config.yaml"},
+            outpath="packed.zip",
+            option=["data/feats_stats.npz", "exp/prior/prior.pt", "exp/prior/prior.yaml", "exp/clip/clipsep-tiny.pt",
+                    "exp/clip/clipsep-tiny.pt.json"],
+        )  # fmt: skip
+        # The same generator without its vocoder (Griffin-Lim), and without prior or CLIP beside it.
+        gl = Path("exp_gl")
+        gl.mkdir()
+        conf = yaml.safe_load(Path("exp/config.yaml").read_text())
+        del conf["tts_conf"]["vocoder_conf"]
+        (gl / "config.yaml").write_text(yaml.safe_dump(conf))
+        torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("tts.vocoder.")}, gl / "model.pth")
+        Image = pytest.importorskip("PIL.Image")
+        Image.new("RGB", (48, 48), (220, 30, 30)).save("red.png")
+        Path("frames").mkdir()
+        for i, c in enumerate([(0, 0, 0), (0, 0, 250), (0, 250, 0), (250, 0, 0), (9, 9, 9)]):
+            Image.new("RGB", (48, 48), c).save(f"frames/{i:06d}.jpg")
+    # Loaded from the repo's cwd: the exp dir's relative stats path is resolved against its ancestors.
+    gen = Generator.from_pretrained(root / "exp", device="cpu")
+    return dict(root=root, gen=gen, clip=str(root / "exp/clip/clipsep-tiny.pt"))
+
+
+def test_loads_exp_dir_with_the_recipes_clip_prior_and_vocoder(assets):
+    gen = assets["gen"]
+    assert gen.fs == 16000 and gen.hop == HOP and gen.griffin_lim is None
+    assert gen.query_encoder.model_name == "clipsep-tiny" and Path(gen.query_encoder.pretrained).name == "clipsep-tiny.pt"
+    assert isinstance(gen.prior, DiffusionPrior) and gen.prior.num_steps == PRIOR["num_steps"]
+    state = torch.load(assets["root"] / "exp/model.pth", weights_only=True)
+    assert torch.equal(gen.model.tts.null_cond.detach(), state["tts.null_cond"])
+
+
+@pytest.mark.parametrize("mode", ["zs", "pd", "iq"])
+def test_each_mode_gives_finite_waveforms_of_num_frames_times_hop(assets, mode):
+    query = dict(image=[assets["root"] / "red.png", assets["root"] / "frames"]) if mode == "iq" else dict(text=["violin", "dog"])
+    wavs = assets["gen"](**query, mode=mode, num=2, **FAST)
+    assert len(wavs) == 4
+    for w in wavs:
+        assert w.dtype == np.float32 and w.shape == (FRAMES * HOP,) and np.isfinite(w).all() and np.abs(w).max() > 0
+    assert not np.array_equal(wavs[0], wavs[2])  # the two queries differ
+
+
+def test_seeds_reproduce_and_differ(assets):
+    gen = assets["gen"]
+    a = gen(text="violin", mode="pd", seed=5, num=2, **FAST)
+    b = gen(text="violin", mode="pd", seed=5, num=2, **FAST)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], a[1])  # sample k uses seed + k
+    assert np.array_equal(gen(text="violin", mode="pd", seed=6, **FAST)[0], a[1])
+    assert not np.array_equal(gen(text="violin", mode="pd", seed=7, **FAST)[0], a[0])
+
+
+def test_pd_is_prior_sample_then_inference_with_the_same_seed(assets):
+    gen = assets["gen"]
+    [text_emb] = gen.query_encoder.encode_text(["violin"])
+    image_emb = gen.prior.sample(text_emb[None], steps=gen.prior_steps, sampler=gen.prior_sampler,
+                                 generator=torch.Generator().manual_seed(3))[0]  # fmt: skip
+    conf = dict(steps=3, guidance=1.5, sampler="dpmpp", seed=3, num_frames=FRAMES)
+    manual = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=image_emb, **conf)["wav"].numpy()
+    zs = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=text_emb, **conf)["wav"].numpy()
+    [pd] = gen(text="violin", mode="pd", seed=3, **FAST)
+    [zs_gen] = gen(text="violin", mode="zs", seed=3, **FAST)
+    np.testing.assert_allclose(pd, manual, atol=1e-6)
+    np.testing.assert_allclose(zs_gen, zs, atol=1e-6)
+    assert np.abs(pd - zs_gen).max() > 1e-4
+
+
+def test_packed_zip_finds_its_clip_and_prior_and_matches_the_exp_dir(assets, tmp_path):
+    gen = Generator.from_pretrained(assets["root"] / "packed.zip", device="cpu", cache_dir=tmp_path)
+    assert gen.prior is not None and gen.query_encoder.model_name == "clipsep-tiny"
+    for mode in ("zs", "pd"):
+        np.testing.assert_array_equal(gen(text="dog", mode=mode, **FAST)[0], assets["gen"](text="dog", mode=mode, **FAST)[0])
+
+
+def test_griffin_lim_fallback_with_a_warning_and_pd_needs_a_prior(assets):
+    with pytest.warns(GenerationWarning, match="Griffin-Lim"):
+        gen = Generator.from_pretrained(assets["root"] / "exp_gl", clip_model="clipsep-tiny",
+                                        clip_pretrained=assets["clip"], device="cpu", griffin_lim_iters=4,
+                                        clip_x0=3.0)  # fmt: skip
+    assert gen.prior is None and gen.griffin_lim is not None
+    [w] = gen(text="dog", steps=2, num_frames=FRAMES)
+    assert w.shape == (FRAMES * HOP,) and np.isfinite(w).all() and np.abs(w).max() > 0
+    with pytest.raises(GenerationError, match="mode pd: needs the diffusion prior.*--prior"):
+        gen(text="dog", mode="pd")
+    gen_pd = Generator.from_pretrained(assets["root"] / "exp_gl", query_encoder=gen.query_encoder,
+                                       prior=assets["root"] / "exp/prior/prior.pt", device="cpu")  # fmt: skip
+    assert gen_pd.prior is not None
+
+
+def test_errors_are_one_line(assets, tmp_path):
+    gen = assets["gen"]
+    cases = [
+        (lambda: Generator.from_pretrained(tmp_path / "nope.zip"), "nope.zip: model not found"),
+        (lambda: Generator.from_pretrained(tmp_path), "model directory without config.yaml"),
+        (lambda: Generator.from_pretrained(assets["root"] / "exp_gl", device="cpu"), "do not say which CLIP"),
+        (lambda: gen(text=["violin", "  "]), "text 2: empty text query"),
+        (lambda: gen(), "no query"),
+        (lambda: gen(text="violin", mode="iq"), "mode iq"),
+        (lambda: gen(image=tmp_path / "missing.png"), "missing.png: image not found"),
+        (lambda: gen(text="violin", sampler="euler"), "sampler: choose from"),
+        (lambda: gen(text="violin", num=0), "num: must be >= 1"),
+    ]
+    for fn, message in cases:
+        with pytest.raises(GenerationError, match=message) as err:
+            fn()
+        assert "\n" not in str(err.value)
+
+
+def test_cli_writes_files_and_refuses_existing_ones(assets, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--model", str(assets["root"] / "exp"), "-o", str(out), "--device", "cpu", "--steps", "2",
+            "--num_frames", str(FRAMES), "--num", "2"]  # fmt: skip
+    assert cli.main(base + ["--text", "Playing violin!", "--text", "dog", "--mode", "pd", "--seed", "4"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["dog_0.wav", "dog_1.wav", "playing-violin_0.wav", "playing-violin_1.wav"]
+    wav, rate = sf.read(out / "dog_1.wav", dtype="float32")
+    assert rate == 16000 and wav.shape == (FRAMES * HOP,)
+    np.testing.assert_allclose(wav, assets["gen"](text="dog", mode="pd", seed=5, steps=2, num_frames=FRAMES)[0].clip(-1, 1))
+    capsys.readouterr()
+    assert cli.main(base + ["--text", "dog"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {out / 'dog_0.wav'}: output file exists (pass --overwrite to replace it)"
+    assert cli.main(base + ["--text", "dog", "--overwrite", "--image", str(assets["root"] / "red.png")]) == 0
+    assert (out / "image-red_1.wav").is_file() and not list(out.glob(".*tmp"))
+    for extra, message in ((["--text", ""], "error: text 1: empty text query"),
+                           (["--text", "x", "--prior", "no.pt"], "error: no.pt: prior file not found")):  # fmt: skip
+        assert cli.main(base + extra) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    shutil.rmtree(out)
+
+
+def test_cli_help_lists_defaults_and_names_are_unique():
+    text = cli.get_parser().format_help()
+    assert "espnet2.tts_diff.bin.generate" in text and "(default: 25)" in text and "(default: dpmpp)" in text
+    assert cli.output_names(["dog", "dog", "cat"], 2) == [["dog_0.wav", "dog_1.wav"], ["dog-2_0.wav", "dog-2_1.wav"],
+                                                          ["cat_0.wav", "cat_1.wav"]]  # fmt: skip
+
+
+def _benchmark_module():
+    import importlib.util
+
+    path = TINY.parents[2] / "local" / "benchmark_samplers.py"
+    spec = importlib.util.spec_from_file_location("benchmark_samplers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_table_goal_and_plots(tmp_path):
+    from PIL import Image
+
+    bench = _benchmark_module()
+    assert bench.parse_grid(["ddpm:1000", "dpmpp:10,25"]) == [("ddpm", 1000), ("dpmpp", 10), ("dpmpp", 25)]
+    with pytest.raises(ValueError, match="sampler:steps"):
+        bench.parse_grid(["euler:10"])
+    rows = [
+        dict(sampler="ddpm", steps=1000, guidance=1.5, seconds=40.0, relevance=0.9, probe_fd=10.0),
+        dict(sampler="dpmpp", steps=10, guidance=1.5, seconds=0.5, relevance=0.85, probe_fd=12.0),
+        dict(sampler="dpmpp", steps=25, guidance=1.5, seconds=1.0, relevance=0.9, probe_fd=10.5),
+    ]
+    table = bench.markdown_table(rows).splitlines()
+    assert table[0] == "| sampler | steps | w | s/sample | speed-up vs DDPM-1000 | relevance | probe-FD |"
+    assert table[3] == "| DPM-Solver++ | 10 | 1.5 | 0.5000 | 80.0x | 0.850 | 12.000 |"
+    goal = bench.goal_check(rows)
+    assert ": MET;" in goal and "10 steps 80.0x, probe-FD +20.0 %" in goal and "25 steps 40.0x, probe-FD +5.0 %" in goal
+    assert "NOT MET" in bench.goal_check([rows[0], dict(rows[2], seconds=2.0)])
+    timing = [dict(r, relevance=None, probe_fd=None) for r in rows]
+    assert "speed only" in bench.goal_check(timing) and bench.markdown_table(timing).splitlines()[2].endswith("| n/a | n/a |")
+    assert bench.markdown_table(rows[1:], first="guidance", baseline=40.0).splitlines()[2].startswith("| 1.5 | DPM-Solver++ | 10 | 0.5000 | 80.0x")
+    bench.line_plot(bench.sampler_panels(rows), tmp_path / "samplers.png")
+    bench.line_plot(bench.guidance_panels(timing), tmp_path / "guidance.png")  # quality panels say n/a
+    for name in ("samplers.png", "guidance.png"):
+        with Image.open(tmp_path / name) as img:
+            assert img.size == (1040, 380)
+            colors = {c for _, c in img.convert("RGB").getcolors(1 << 20)}
+    with Image.open(tmp_path / "samplers.png") as img:
+        assert set(bench.COLORS[:2]) <= {c for _, c in img.convert("RGB").getcolors(1 << 20)}  # two series drawn
+    assert colors - {(255, 255, 255)}  # axes and "n/a" text
