@@ -32,7 +32,7 @@ def get_parser() -> argparse.ArgumentParser:
         "(relevance, probe-FD).",
         formatter_class=fmt,
     )
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train a probe on a data dir", formatter_class=fmt)
