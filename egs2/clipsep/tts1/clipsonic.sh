@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# CLIPSonic synthesis recipe stages, shared by every corpus (run.sh only sets the corpus options).
+#
+#  1. data + CLIP    the separation recipe's stages 1-3 (../enh1/run.sh --stop_stage 3): clips, frames, the
+#                    (mini: fitted) CLIP and its cached embeddings; a re-run is a no-op
+#  2. TTS data       wav.scp + dummy text + CLIP image embeddings as spembs, token list; mel statistics
+#                    (ESPnet's --collect_stats: feats_stats.npz for global_mvn, shape files)
+#  3. generator      CLIPSonic mel diffusion through ESPnet's trainer (TTSDiffTask), image embeddings only
+#  4. prior          diffusion prior CLIP text -> CLIP image embedding, on (image, caption) pairs, no audio
+#  5. vocoder        HiFi-GAN on the generator's normalised mel (ESPnet's GAN-TTS trainer, mel_hifigan)
+#  6. probe          the offline evaluation classifier (the only place labels are used)
+#  7. generation     vocoder embedded into the generator; IQ / ZS / PD for the test queries and the
+#                    ground-truth resynthesis through the vocoder
+#  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips
+#  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; stage wall times)
+# 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
+# Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads).
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+# General
+stage=1                 # first stage to run
+stop_stage=100          # last stage to run
+ngpu=1                  # GPUs for training and generation (0: CPU)
+nj=4                    # parallel jobs of the separation recipe's data prep and embeddings
+train_jobs=1            # stages 3-6 run at once (on CPU each gets nproc/train_jobs threads)
+gen_jobs=1              # generation / evaluation jobs at once
+python=python3          # python interpreter
+cmd_backend=${CLIPSEP_CMD_BACKEND:-local}   # job launcher: local or slurm (cmd.sh)
+# Data: the separation recipe prepares it (stage 1)
+dataset=mini            # corpus, passed to the separation recipe's run.sh: mini, music or vggsound
+enh1_dir=../enh1        # the separation recipe
+enh1_opts=              # extra options of its run.sh for stages 1-3, shell-quoted (e.g. --fit_clip_opts '"--steps 30"')
+datadir=../enh1/data/mini        # its Kaldi-style data dirs (wav.scp, frames.scp, utt2label)
+clip_dumpdir=../enh1/dump/mini   # its cached CLIP embeddings (clip/<set>/*.scp)
+clip_expdir=../enh1/exp/mini     # its experiment dir (the fitted CLIP: clip/<clip_model>.pt)
+mini_corpus_dir=../enh1/downloads/mini   # the mini corpus (clip_pretrain/pairs.tsv trains the prior)
+train_set=train         # training clips
+valid_set=valid         # validation clips
+test_set=test           # test clips: their image embeddings (IQ) and label text embeddings (ZS, PD)
+dumpdir=dump/mini       # TTS data dirs
+expdir=exp/mini         # experiments
+# CLIP
+clip_model=ViT-B-32     # open_clip model name (mini: clipsep-tiny)
+clip_pretrained=openai  # open_clip tag or local weights file
+fit_clip=false          # the separation recipe fits clip_model (mini); its weights are packed too
+# Training
+tts_config=conf/tuning/train_clipsonic.yaml   # generator config
+tts_args=               # extra generator training options (override the config)
+prior_data=             # pairs TSV ('<image path>\t<caption>'), or IMAGE_SCP,TEXT_SCP of cached embeddings
+prior_opts=             # extra options of espnet2.tts_diff.bin.train_prior (e.g. --steps 3000)
+vocoder_config=conf/tuning/train_vocoder.yaml # vocoder config
+vocoder_args=           # extra vocoder training options
+probe_opts=             # extra options of espnet2.tts_diff.bin.probe train (e.g. --epochs 30)
+resume=true             # resume interrupted trainings from their checkpoints
+inference_model=valid.loss.best.pth          # generator checkpoint used for generation and packing
+vocoder_model=valid.generator_mel_loss.best.pth   # vocoder checkpoint embedded into the generator
+# Generation, evaluation, report
+gen_modes="iq zs pd"    # query modes: iq (test image), zs (label text), pd (label text -> prior)
+max_per_class=0         # test queries per class (0: every test clip)
+gen_args=               # extra options of espnet2.tts_diff.bin.generate_set (e.g. --steps 50 --guidance 3)
+results=RESULTS.md      # the results table
+skip_pack=false         # skip stage 10
+help_message="Usage: $0 [options]   (stages: see the head of this file)"
+
+. utils/parse_options.sh
+. ./path.sh
+. ./cmd.sh
+[ $# -eq 0 ] || { echo "$0: error: unexpected arguments: $*" >&2; exit 1; }
+
+timings=${expdir}/timings.tsv
+mkdir -p "${expdir}"
+stage_start() { STAGE_T0=$(date +%s); log "Stage $1: $2"; }
+stage_end() {  # record the wall time of stage $1 ($2) for the report (concurrent jobs take a lock)
+    local sec=$(( $(date +%s) - STAGE_T0 ))
+    (
+        flock 9
+        { [ -f "${timings}" ] && awk -F'\t' -v s="$1" '$1 != s' "${timings}"; printf '%s\t%s\t%s\n' "$1" "$2" "${sec}"; } \
+            | sort -n > "${timings}.tmp" && mv "${timings}.tmp" "${timings}"
+    ) 9> "${timings}.lock"
+    log "Stage $1 done in ${sec} s"
+}
+run_pool() {  # run_pool N FUNC... : the functions as background jobs, at most N at once; fails if any failed
+    local n=$1 f flags; shift
+    flags=$(mktemp -d)
+    for f in "$@"; do
+        while [ "$(jobs -rp | wc -l)" -ge "${n}" ]; do sleep 1; done
+        ( "${f}" || touch "${flags}/${f}" ) &
+    done
+    wait
+    f=$(ls "${flags}"); rm -rf "${flags}"
+    [ -z "${f}" ] || { log "error: failed: ${f}"; return 1; }
+}
+threads=$(( $(nproc) / train_jobs )); [ "${threads}" -ge 1 ] || threads=1
+gen_threads=$(( $(nproc) / gen_jobs )); [ "${gen_threads}" -ge 1 ] || gen_threads=1
+device=cpu; [ "${ngpu}" -gt 0 ] && device=cuda
+abs() { realpath -m "$1"; }
+
+clip_weights=${clip_pretrained}
+${fit_clip} && clip_weights=${clip_expdir}/clip/${clip_model}.pt
+raw=${dumpdir}/raw
+stats=${expdir}/stats
+tts_name=tts_$(basename "${tts_config}" .yaml); tts_name=${tts_name/tts_train_/tts_}
+tts_exp=${expdir}/${tts_name}
+voc_exp=${expdir}/vocoder
+final_exp=${expdir}/${tts_name}_vocoder      # the generator with its vocoder embedded: generated and packed
+prior=${expdir}/prior/prior.pt
+probe=${expdir}/probe/probe.pt
+[ -n "${prior_data}" ] || prior_data=${mini_corpus_dir}/clip_pretrain/pairs.tsv
+use_tensorboard=$(${python} -c 'import tensorboard' >/dev/null 2>&1 && echo true || echo false)
+for config in ${tts_config} ${vocoder_config}; do
+    [ -f "${config}" ] || { log "error: config ${config} not found"; exit 1; }
+done
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    stage_start 1 "data, CLIP and CLIP embeddings: ${enh1_dir}/run.sh --dataset ${dataset} --stop_stage 3"
+    opts=(--dataset "${dataset}" --stage 1 --stop_stage 3 --nj "${nj}" --datadir "$(abs "${datadir}")"
+          --dumpdir "$(abs "${clip_dumpdir}")" --expdir "$(abs "${clip_expdir}")"
+          --mini_corpus_dir "$(abs "${mini_corpus_dir}")")
+    [ "${dataset}" = mini ] && opts+=(--corpus_root "$(abs "${mini_corpus_dir}")/videos")
+    eval "opts+=(${enh1_opts})"  # shell words: quoted values keep their spaces
+    "${enh1_dir}/run.sh" "${opts[@]}" 2>&1 | sed 's/^/    [enh1] /'
+    stage_end 1 "data, CLIP, embeddings (separation recipe stages 1-3)"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    stage_start 2 "TTS data dirs (${raw}) and mel statistics (${stats})"
+    ${python} local/prepare_tts_data.py --data_dir "${datadir}" --clip_dir "${clip_dumpdir}/clip" \
+        --base_dir "${enh1_dir}" --output_dir "${raw}" --train_set "${train_set}" --valid_set "${valid_set}" \
+        --test_sets "${test_set}"
+    if ${fit_clip}; then  # a copy beside the experiments, packed with the model (text queries need it)
+        mkdir -p "${expdir}/clip"
+        cp "${clip_weights}" "${clip_weights}.json" "${expdir}/clip/"
+    fi
+    log "Stage 2: collect_stats (log: ${stats}/collect_stats.log)"
+    mkdir -p "${stats}"
+    ${train_cmd} "${stats}/collect_stats.log" ${python} -m espnet2.tts_diff.bin.train --collect_stats true \
+        --config "${tts_config}" --normalize none --token_type word --token_list "${raw}/tokens.txt" \
+        --use_preprocessor true --ngpu 0 --num_workers 0 --output_dir "${stats}" \
+        --train_data_path_and_name_and_type "${raw}/${train_set}/text,text,text" \
+        --train_data_path_and_name_and_type "${raw}/${train_set}/wav.scp,speech,sound" \
+        --train_data_path_and_name_and_type "${raw}/${train_set}/spembs.scp,spembs,npy" \
+        --valid_data_path_and_name_and_type "${raw}/${valid_set}/text,text,text" \
+        --valid_data_path_and_name_and_type "${raw}/${valid_set}/wav.scp,speech,sound" \
+        --valid_data_path_and_name_and_type "${raw}/${valid_set}/spembs.scp,spembs,npy" \
+        --train_shape_file "${raw}/${train_set}/wav.scp" --valid_shape_file "${raw}/${valid_set}/wav.scp" \
+        || { log "error: collect_stats failed; see ${stats}/collect_stats.log"; exit 1; }
+    stage_end 2 "TTS data dirs, mel statistics"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+# Stages 3-6, each a function so that run_pool can start them side by side.
+data_opts() {  # $1: with spembs (true/false)
+    local set kind
+    for set in train valid; do
+        [ "${set}" = train ] && d=${raw}/${train_set} || d=${raw}/${valid_set}
+        echo "--${set}_data_path_and_name_and_type ${d}/text,text,text --${set}_data_path_and_name_and_type ${d}/wav.scp,speech,sound"
+        $1 && echo "--${set}_data_path_and_name_and_type ${d}/spembs.scp,spembs,npy"
+        echo "--${set}_shape_file ${stats}/${set}/speech_shape"
+    done
+}
+concurrent() { [ "${train_jobs}" -gt 1 ] && echo " (concurrent)" || true; }
+
+stage_3() {
+    stage_start 3 "train the generator ${tts_exp} (log: ${tts_exp}/train.log)"
+    mkdir -p "${tts_exp}"
+    # shellcheck disable=SC2046,SC2086
+    ${cuda_cmd} --gpu "${ngpu}" "${tts_exp}/train.log" env OMP_NUM_THREADS="${threads}" \
+        ${python} -m espnet2.tts_diff.bin.train --config "${tts_config}" --output_dir "${tts_exp}" \
+        --ngpu "${ngpu}" --resume "${resume}" --use_tensorboard "${use_tensorboard}" --use_matplotlib false \
+        --token_type word --token_list "${raw}/tokens.txt" --normalize_conf "stats_file=${stats}/train/feats_stats.npz" \
+        $(data_opts true) ${tts_args} \
+        || { log "error: generator training failed; see ${tts_exp}/train.log"; tail -n 20 "${tts_exp}/train.log" >&2; return 1; }
+    log "Stage 3: $(grep "epoch results" "${tts_exp}/train.log" | tail -n 1 | grep -o '\[valid\].*')"
+    stage_end 3 "train generator$(concurrent)"
+}
+
+stage_4() {
+    stage_start 4 "train the diffusion prior ${prior} on ${prior_data} (log: ${expdir}/prior/train_prior.log)"
+    if [ -f "${prior}" ]; then
+        log "Stage 4: ${prior} exists (delete it to train again)"
+    else
+        local src=(--pairs "${prior_data}" --clip_model "${clip_model}" --clip_pretrained "${clip_weights}")
+        [[ "${prior_data}" == *,* ]] && src=(--image_scp "${prior_data%%,*}" --text_scp "${prior_data#*,}")
+        # shellcheck disable=SC2086
+        ${cuda_cmd} --gpu "${ngpu}" "${expdir}/prior/train_prior.log" ${python} -m espnet2.tts_diff.bin.train_prior \
+            "${src[@]}" --output "${prior}" --device "${device}" --num_threads "${threads}" ${prior_opts} \
+            || { log "error: prior training failed; see ${expdir}/prior/train_prior.log"; tail -n 5 "${expdir}/prior/train_prior.log" >&2; return 1; }
+    fi
+    stage_end 4 "train prior$(concurrent)"
+}
+
+stage_5() {
+    stage_start 5 "train the vocoder ${voc_exp} (log: ${voc_exp}/train.log)"
+    mkdir -p "${voc_exp}"
+    # shellcheck disable=SC2046,SC2086
+    ${cuda_cmd} --gpu "${ngpu}" "${voc_exp}/train.log" env OMP_NUM_THREADS="${threads}" \
+        ${python} -m espnet2.bin.gan_tts_train --config "${vocoder_config}" --output_dir "${voc_exp}" \
+        --ngpu "${ngpu}" --resume "${resume}" --use_tensorboard "${use_tensorboard}" --use_matplotlib false \
+        --token_type word --token_list "${raw}/tokens.txt" --normalize_conf "stats_file=${stats}/train/feats_stats.npz" \
+        $(data_opts false) ${vocoder_args} \
+        || { log "error: vocoder training failed; see ${voc_exp}/train.log"; tail -n 20 "${voc_exp}/train.log" >&2; return 1; }
+    log "Stage 5: $(grep "epoch results" "${voc_exp}/train.log" | tail -n 1 | grep -o 'generator_mel_loss=[0-9.]*' | tail -n 1)"
+    stage_end 5 "train vocoder$(concurrent)"
+}
+
+stage_6() {
+    stage_start 6 "train the probe classifier ${probe} (evaluation only; log: ${expdir}/probe/train.log)"
+    if [ -f "${probe}" ]; then
+        log "Stage 6: ${probe} exists (delete it to train again)"
+    else
+        # shellcheck disable=SC2086
+        ${train_cmd} "${expdir}/probe/train.log" ${python} -m espnet2.tts_diff.bin.probe train \
+            --data_dir "${datadir}/${train_set}" --valid_dir "${datadir}/${valid_set}" --output "${probe}" \
+            --num_threads "${threads}" ${probe_opts} \
+            || { log "error: probe training failed; see ${expdir}/probe/train.log"; tail -n 5 "${expdir}/probe/train.log" >&2; return 1; }
+    fi
+    log "Stage 6: $(grep -o 'valid accuracy.*' "${expdir}/probe/train.log" | tail -n 1)"
+    stage_end 6 "train probe$(concurrent)"
+}
+
+train_stages=()
+for n in 3 4 5 6; do
+    [ "${stage}" -le "${n}" ] && [ "${stop_stage}" -ge "${n}" ] && train_stages+=("stage_${n}")
+done
+if [ "${#train_stages[@]}" -gt 0 ]; then
+    log "Stages 3-6: ${train_stages[*]} (${train_jobs} at once, ${threads} threads each)"
+    run_pool "${train_jobs}" "${train_stages[@]}" || { log "error: a training stage failed"; exit 1; }
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+gen_dir() { echo "${final_exp}/gen_${test_set}_$1"; }
+generate_one() {  # generate_one MODE
+    local mode=$1 dir src
+    dir=$(gen_dir "${mode}")
+    case "${mode}" in
+        iq) src=(--spembs_scp "${raw}/${test_set}/spembs.scp");;
+        zs) src=(--spembs_scp "${raw}/${test_set}/text_spembs.scp");;
+        pd) src=(--text_scp "${raw}/${test_set}/text_spembs.scp" --prior "${prior}");;
+        gt) src=(--wav_scp "${raw}/${test_set}/wav.scp");;
+        *) log "error: unknown generation mode '${mode}' (iq, zs, pd)"; return 1;;
+    esac
+    rm -rf "${dir}"; mkdir -p "${dir}"
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${dir}/generate.log" ${python} -m espnet2.tts_diff.bin.generate_set \
+        --train_config "${final_exp}/config.yaml" --model_file "${final_exp}/model.pth" "${src[@]}" \
+        --utt2label "${raw}/${test_set}/utt2label" --max_per_class "${max_per_class}" --output_dir "${dir}" \
+        --device "${device}" --num_threads "${gen_threads}" ${gen_args} \
+        || { log "error: generation (${mode}) failed; see ${dir}/generate.log"; tail -n 5 "${dir}/generate.log" >&2; return 1; }
+    log "Stage 7: ${mode}: $(grep -o '[0-9]* clips (.*' "${dir}/generate.log" | tail -n 1)"
+}
+for mode in ${gen_modes}; do eval "generate_${mode}() { generate_one ${mode}; }"; done
+generate_gt() { generate_one gt; }
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    stage_start 7 "generation: embed the vocoder (${final_exp}), ${gen_modes} for the ${test_set} queries, GT resynthesis"
+    ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
+        --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
+        --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
+    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
+    stage_end 7 "generation"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT
+    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" \
+        --ref_dir "${datadir}/${test_set}" --output "$4" --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
+        || { log "error: evaluation of $1 failed; see ${4%.json}.log"; tail -n 3 "${4%.json}.log" >&2; return 1; }
+    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1)"
+}
+for mode in ${gen_modes} gt; do
+    eval "evaluate_${mode}() { d=\$(gen_dir ${mode}); evaluate_one ${mode} \"\${d}/wav.scp\" \"\${d}/utt2label\" \"\${d}/probe_eval.json\"; }"
+done
+evaluate_real() { evaluate_one real "${datadir}/${test_set}/wav.scp" "${datadir}/${test_set}/utt2label" "${expdir}/probe/eval_${test_set}_real.json"; }
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    stage_start 8 "evaluation with the probe: relevance and probe-FD vs ${datadir}/${test_set}"
+    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "evaluate_${m}"; done) evaluate_real || exit 1
+    stage_end 8 "evaluation"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+system_row() {
+    case "$1" in
+        iq) echo "CLIPSonic-IQ|image of the test clip";;
+        zs) echo "CLIPSonic-ZS|label text (zero-shot)";;
+        pd) echo "CLIPSonic-PD|label text -> prior";;
+        gt) echo "GT resynthesis (vocoder, ceiling)|real test clip";;
+    esac
+}
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    stage_start 9 "report -> ${results}"
+    stage_end 9 "report"  # recorded first so that the report lists every stage up to here
+    report=()
+    for mode in ${gen_modes} gt; do
+        d=$(gen_dir "${mode}")
+        report+=(--result "$(system_row "${mode}")|${d}/probe_eval.json|${d}/generate.json")
+    done
+    report+=(--result "real test clips (probe accuracy)|-|${expdir}/probe/eval_${test_set}_real.json"
+             --no_fd "real test clips (probe accuracy)")
+    ${python} -m espnet2.tts_diff.bin.report "${report[@]}" --timings "${timings}" \
+        --title "CLIPSonic synthesis: ${dataset} ${test_set} queries" \
+        --note "Generator ${tts_config}, vocoder ${vocoder_config}, prior on ${prior_data}; $(nproc) CPUs, train_jobs ${train_jobs}, ngpu ${ngpu}." \
+        --output "${results}"
+    cat "${results}"
+fi
+
+# ------------------------------------------------------------------------------------------------------------
+if ! ${skip_pack} && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    stage_start 10 "pack ${final_exp}/packed.zip"
+    extra=(--option "${stats}/train/feats_stats.npz" --option "${prior}" --option "${prior%.pt}.yaml")
+    [ -f "${results}" ] && extra+=(--option "${results}")
+    if ${fit_clip}; then extra+=(--option "${expdir}/clip/${clip_model}.pt" --option "${expdir}/clip/${clip_model}.pt.json"); fi
+    ${python} -m espnet2.tts_diff.bin.pack --train_config "${final_exp}/config.yaml" \
+        --model_file "${final_exp}/model.pth" --outpath "${final_exp}/packed.zip" "${extra[@]}"
+    stage_end 10 "pack"
+fi
+log "Successfully finished."

@@ -1,0 +1,8 @@
+# Where the corpora live on this machine: the separation recipe's db.sh (MUSIC, VGGSOUND, CLIP_PRETRAINED, ...),
+# which also prepares the data for this recipe (its stages 1-3), plus what only synthesis needs.
+# shellcheck disable=SC1091
+. ../enh1/db.sh
+# (image, caption) pairs for the CLIPSonic-PD diffusion prior on MUSIC / VGGSound: a TSV '<image path>\t<caption>'
+# (e.g. a local subset of an image-text corpus), or IMAGE_SCP,TEXT_SCP of cached CLIP embeddings of such pairs.
+# The mini corpus brings its own (downloads/mini/clip_pretrain/pairs.tsv of ../enh1).
+PRIOR_PAIRS=${PRIOR_PAIRS:-}

@@ -1,0 +1,1 @@
+../enh1/path.sh

@@ -1,0 +1,130 @@
+"""RESULTS.md of the synthesis recipe: relevance and probe-FD per query mode, the ceiling, chance, stage times.
+
+Each ``--result`` names a row and the JSON written by ``espnet2.tts_diff.bin.probe evaluate`` (optionally also
+the ``generate.json`` of ``espnet2.tts_diff.bin.generate_set``, for the real-time factor). Relevance is the
+probe's accuracy of the query class on the generated clips; probe-FD is the Fréchet distance between Gaussians
+fitted to the probe's embeddings of the generated and the real test clips (a Fréchet distance in the probe's
+space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--timings`` is the recipe's
+``stage<TAB>name<TAB>seconds`` file; stages whose name ends in ``(concurrent)`` ran side by side, so the wall
+time counts only the longest of them.
+
+Example:
+    python -m espnet2.tts_diff.bin.report --result "IQ|image|exp/gen_test_iq/probe_eval.json|exp/gen_test_iq/generate.json" \\
+        --result "ZS|text|exp/gen_test_zs/probe_eval.json" --timings exp/timings.tsv --output RESULTS.md
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+CONCURRENT = "(concurrent)"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet2.tts_diff.bin.report",
+        description="RESULTS.md for the CLIPSonic recipe (relevance, probe-FD, stage wall times).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--result", action="append", required=True,
+        help="SYSTEM|QUERY|PROBE_EVAL_JSON[|GENERATE_JSON], repeatable, one table row each",
+    )  # fmt: skip
+    parser.add_argument("--no_fd", action="append", default=[], help="SYSTEM whose probe-FD is not shown (self)")
+    parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
+    parser.add_argument("--title", default="CLIPSonic synthesis results", help="report title")
+    parser.add_argument("--note", action="append", default=[], help="extra line under the table, repeatable")
+    parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
+    return parser
+
+
+def load_json(path: Path, what: str) -> Dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+
+
+def parse_result(spec: str) -> Tuple[str, str, Dict, Optional[Dict]]:
+    parts = spec.split("|")
+    if len(parts) not in (3, 4) or not all(parts):
+        raise ValueError(f"--result {spec!r}: expected SYSTEM|QUERY|PROBE_EVAL_JSON[|GENERATE_JSON]")
+    ev = load_json(Path(parts[2]), "probe evaluation")
+    for key in ("relevance", "relevance_chance", "probe_fd", "num_generated"):
+        if key not in ev:
+            raise ValueError(f"{parts[2]}: no {key!r} (not written by espnet2.tts_diff.bin.probe evaluate?)")
+    gen = load_json(Path(parts[3]), "generation report") if len(parts) == 4 else None
+    return parts[0], parts[1], ev, gen
+
+
+def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
+    rows = []
+    for system, query, ev, gen in results:
+        fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
+        rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
+        rows.append((system, query, f"{100 * ev['relevance']:.1f}", fd, str(ev["num_generated"]), rtf))
+    chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
+    if len(chance) != 1:
+        raise ValueError(f"the results were evaluated with different probes (chance levels {sorted(chance)})")
+    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-", "-", "-"))
+    return rows
+
+
+def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
+    from espnet2.enh.clipsep.report import format_seconds
+
+    rows = [(stage, name, format_seconds(sec)) for stage, name, sec in timings]
+    serial = sum(sec for _, name, sec in timings if not name.endswith(CONCURRENT))
+    parallel = [sec for _, name, sec in timings if name.endswith(CONCURRENT)]
+    rows.append(("total", "wall time (concurrent stages count once, the longest)", format_seconds(serial + max(parallel, default=0.0))))
+    return rows
+
+
+def build(args) -> str:
+    from espnet2.enh.clipsep.report import environment_line, markdown_table, read_timings
+
+    results = [parse_result(spec) for spec in args.result]
+    lines = [f"# {args.title}", "", environment_line(), ""]
+    lines.append(markdown_table(
+        ("system", "query", "relevance (%)", "probe-FD", "clips", "RTF"), result_rows(results, args.no_fd)
+    ))  # fmt: skip
+    lines += [
+        "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
+        "only here). probe-FD: Fréchet distance between Gaussians of the probe's embeddings of these clips and "
+        "of the real test clips (lower is closer; not FAD). RTF: generation wall time / audio duration.",
+        "",
+    ]
+    sampling = sorted({
+        f"{g['sampler']}, {g['steps']} steps, guidance w = {g['guidance']}" for _, _, _, g in results
+        if g and g.get("mode") != "resynthesis" and "sampler" in g
+    })  # fmt: skip
+    if sampling:
+        lines += [f"Sampling: {'; '.join(sampling)}; key i of the test set is sampled with seed i in every mode.", ""]
+    lines += [note + "\n" for note in args.note]
+    if args.timings is not None:
+        lines += ["## Stage wall times", "", markdown_table(("stage", "what", "wall time"), timing_rows(read_timings(args.timings)))]
+    return "\n".join(lines)
+
+
+def main(cmd=None) -> int:
+    args = get_parser().parse_args(cmd)
+    try:
+        text = build(args)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, args.output)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The synthesis recipe end to end, reduced (few classes, clips and steps): what `./run.sh` does, in CI.
+
+Every stage runs through the recipe's own shell scripts and entry points (stage 1 through the separation
+recipe's); only sizes are cut down.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+RECIPE = Path(__file__).resolve().parents[2] / "egs2" / "clipsep" / "tts1"
+TOOLS = ("ffmpeg", "ffprobe", "fluidsynth", "espeak-ng")
+CLASSES = ("piano", "violin", "canary", "drums")
+PER_CLASS = 2
+SEGMENT_FRAMES, HOP = 128, 512  # conf/tiny/train_clipsonic.yaml: generated length, mel hop
+
+
+def _run(args, tmp, timeout=1200):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    base = [
+        "--datadir", f"{tmp}/data", "--clip_dumpdir", f"{tmp}/clip_dump", "--clip_expdir", f"{tmp}/enh1_exp",
+        "--mini_corpus_dir", f"{tmp}/mini", "--dumpdir", f"{tmp}/dump", "--expdir", f"{tmp}/exp",
+        "--results", f"{tmp}/RESULTS.md",
+        "--enh1_opts", f'--mini_corpus_opts "--classes {" ".join(CLASSES)} --num_train 4 --num_valid 1 --num_test 2 '
+                       '--num_pretrain_images 6 --duration 3" --fit_clip_opts "--steps 30"',
+        "--tts_args", "--max_epoch 1 --num_iters_per_epoch 3 --batch_size 2",
+        "--vocoder_args", "--max_epoch 1 --num_iters_per_epoch 2 --batch_size 2",
+        "--prior_opts", "--steps 20 --d_model 32 --num_layers 1",
+        "--probe_opts", "--epochs 2",
+        "--gen_args", "--steps 3", "--max_per_class", str(PER_CLASS),
+    ]  # fmt: skip
+    proc = subprocess.run(["./run.sh", *base, *args], cwd=RECIPE, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"the recipe needs {missing} (tools/install.sh installs them)")
+    tmp = tmp_path_factory.mktemp("tts1")
+    out = _run([], tmp)
+    return tmp, out
+
+
+def test_every_stage_ran_and_logged(recipe):
+    tmp, out = recipe
+    for n in range(1, 11):
+        assert f"Stage {n}:" in out, f"stage {n} missing from the log"
+    assert "[enh1]" in out and "Successfully finished." in out
+    stages = [line.split("\t")[0] for line in (tmp / "exp" / "timings.tsv").read_text().splitlines()]
+    assert stages == [str(n) for n in range(1, 11)]
+
+
+def test_tts_data_dirs(recipe):
+    tmp, _ = recipe
+    raw = tmp / "dump" / "raw"
+    for split, n in (("train", 16), ("valid", 4), ("test", 8)):
+        keys = [line.split()[0] for line in (raw / split / "wav.scp").read_text().splitlines()]
+        assert len(keys) == n
+        emb = [line.split() for line in (raw / split / "spembs.scp").read_text().splitlines()]
+        assert [k for k, _ in emb] == keys and all(Path(p).is_absolute() and Path(p).is_file() for _, p in emb)
+        assert set((raw / split / "text").read_text().split()[1::2]) == {"clip"}  # a dummy token, never a label
+    assert not (raw / "train" / "utt2label").exists()
+    assert (tmp / "exp" / "stats" / "train" / "feats_stats.npz").is_file()
+
+
+def test_generated_audio(recipe):
+    tmp, _ = recipe
+    gen = tmp / "exp" / "tts_clipsonic_vocoder"
+    for mode in ("iq", "zs", "pd"):
+        lines = (gen / f"gen_test_{mode}" / "wav.scp").read_text().splitlines()
+        assert len(lines) == PER_CLASS * len(CLASSES)
+        for line in lines:
+            wav, fs = sf.read(line.split()[1])
+            assert fs == 16000 and wav.shape == (SEGMENT_FRAMES * HOP,) and np.isfinite(wav).all()
+    for line in (gen / "gen_test_gt" / "wav.scp").read_text().splitlines():
+        key, path = line.split()
+        real = sf.info(next(p for p in (tmp / "data" / "media").rglob(f"{key}.wav")))
+        assert sf.info(path).frames == (1 + real.frames // HOP) * HOP  # one hop per mel frame
+
+
+def test_results_table(recipe):
+    tmp, _ = recipe
+    results = (tmp / "RESULTS.md").read_text()
+    number = r"\d+(\.\d+)?"
+    for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
+        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {number} \| {number} \| {PER_CLASS * len(CLASSES)} \|",
+                         results, re.M), results  # fmt: skip
+    assert re.search(rf"^\| chance \| - \| 25\.0 \|", results, re.M), results
+    assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
+    assert "Stage wall times" in results and "train generator (concurrent)" in results  # run.sh: --train_jobs 2
+
+
+def test_pack_reloads_offline_and_generates(recipe, tmp_path):
+    import torch
+
+    from espnet2.enh.clipsep.packing import unpack_model
+    from espnet2.tts_diff.prior import load_prior
+    from espnet2.tts_diff.task import TTSDiffTask
+
+    tmp, out = recipe
+    packed = tmp / "exp" / "tts_clipsonic_vocoder" / "packed.zip"
+    names = zipfile.ZipFile(packed).namelist()
+    assert "meta.yaml" in names and any(n.endswith("feats_stats.npz") for n in names)
+    assert any(n.endswith("prior/prior.pt") for n in names) and any(n.endswith("clip/clipsep-tiny.pt") for n in names)
+    assert re.search(r"\d+ tensors identical, 1 prior\(s\) loaded", out)
+    stats = tmp / "exp" / "stats"
+    stats.rename(tmp / "stats_moved")  # the pack must not need the experiment's files
+    try:
+        info = unpack_model(packed, tmp_path / "cache")
+        model, _ = TTSDiffTask.build_model_from_file(info["train_config"], info["model_file"], "cpu")
+    finally:
+        (tmp / "stats_moved").rename(stats)
+    prior = load_prior(next((tmp_path / "cache").rglob("prior/prior.pt")))
+    text = torch.from_numpy(np.load(next((tmp / "clip_dump" / "clip" / "test" / "data" / "text").glob("*.npy"))))
+    emb = prior.sample(text[None], steps=2)[0]
+    wav = model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=emb, steps=2, seed=0, num_frames=4)["wav"]
+    assert wav.shape == (4 * HOP,) and torch.isfinite(wav).all()
