@@ -55,7 +55,6 @@ ImageArg = Union[None, PathLike, "PIL.Image.Image", Sequence]  # noqa: F821
 MODES = ("zs", "pd", "iq")
 IMAGE_QUERY_FRAMES = 3  # frames around a video's middle, 1 fps, as CLIPSep/CLIPSonic image queries
 PRIOR_SUFFIXES = (".pt", ".pth")
-PAPER_CLIP = ("ViT-B-32", "openai")  # CLIPSonic's CLIP (512-d embeddings)
 # Largest log10 mel magnitude given to Griffin-Lim: a full-scale sine gives ~2.7 with n_fft 2048.
 MAX_LOG10_MEL = 4.0
 
@@ -611,30 +610,6 @@ def _load_prior(path: Path) -> torch.nn.Module:
 
 def _clip_encoder(files, dim: int, clip_model: Optional[str], clip_pretrained: Optional[str], device: torch.device):
     """The CLIP of a model: explicit arguments, else the recipe's weights beside it, else ViT-B-32/openai (512-d)."""
-    from espnet2.enh.clipsep.query import CLIPQueryEncoder
-    from espnet2.enh.clipsep.separate import find_recipe_clip
+    from espnet2.enh.clipsep.separate import clip_for_model
 
-    random = clip_pretrained is not None and clip_pretrained.lower() == "none"
-    if random:
-        clip_pretrained = None  # random weights: tests only
-    if clip_model is None or (clip_pretrained is None and not random):
-        found = find_recipe_clip(files.search_dirs, dim, files.pack_root)
-        if found is not None and clip_model in (None, found[0]):
-            clip_model, clip_pretrained = found[0], clip_pretrained or found[1]
-            logging.info("CLIP of this model (from the recipe's files): %s %s", clip_model, clip_pretrained)
-        elif clip_model is None and dim == 512:
-            clip_model, clip_pretrained = PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
-            logging.info("CLIP: %s/%s (CLIPSonic's; pass clip_model to change)", *PAPER_CLIP)
-        elif clip_model is None:
-            raise GenerationError(
-                f"{files.source}: the model takes {dim}-d CLIP embeddings and its files do not say which CLIP made "
-                "them: pass --clip_model and --clip_pretrained (clip_model=, clip_pretrained=)"
-            )
-        elif clip_pretrained is None and clip_model == PAPER_CLIP[0]:
-            clip_pretrained = PAPER_CLIP[1]
-        elif clip_pretrained is None:
-            raise GenerationError(f"CLIP {clip_model}: pass --clip_pretrained (an open_clip tag or a weights file)")
-    try:
-        return CLIPQueryEncoder(clip_model, clip_pretrained, device=str(device))
-    except (ValueError, FileNotFoundError) as err:
-        raise GenerationError(_first_line(err)) from None
+    return clip_for_model(files, dim, clip_model, clip_pretrained, str(device), error=GenerationError)

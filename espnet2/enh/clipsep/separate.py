@@ -710,6 +710,59 @@ class Query:
     embedding: Optional[torch.Tensor]
 
 
+def clip_for_model(
+    files: ModelFiles,
+    dim: Optional[int],
+    clip_model: Optional[str],
+    clip_pretrained: Optional[str],
+    device: str = "cpu",
+    error: type = SeparationError,
+):
+    """The CLIP encoder that made a model's query embeddings.
+
+    Explicit ``clip_model``/``clip_pretrained`` win (``clip_pretrained="none"``: random weights, for tests);
+    otherwise the weights the recipe fitted beside the model (:func:`find_recipe_clip`), else CLIPSep's
+    ViT-B-32/openai for 512-d models. Anything else raises ``error`` with one line saying what to pass.
+
+    Args:
+        files: Where the model's files are (:func:`resolve_model`).
+        dim: The model's query embedding size (None: unknown).
+        clip_model: open_clip model name, or None.
+        clip_pretrained: open_clip tag or weights file, or None.
+        device: Device of the encoder.
+        error: Exception class of the one-line errors (:class:`SeparationError` or a caller's own).
+
+    Returns:
+        A :class:`CLIPQueryEncoder` (its model is built lazily).
+    """
+    from espnet2.enh.clipsep.query import CLIPQueryEncoder
+
+    random = clip_pretrained is not None and clip_pretrained.lower() == "none"
+    if random:
+        clip_pretrained = None  # random weights: tests only
+    if clip_model is None or (clip_pretrained is None and not random):
+        found = find_recipe_clip(files.search_dirs, dim, files.pack_root)
+        if found is not None and clip_model in (None, found[0]):
+            clip_model, clip_pretrained = found[0], clip_pretrained or found[1]
+            logging.info("CLIP of this model (from the recipe's files): %s %s", clip_model, clip_pretrained)
+        elif clip_model is None and dim == 512:
+            clip_model, clip_pretrained = PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
+            logging.info("CLIP: %s/%s (the papers'; pass clip_model to change)", *PAPER_CLIP)
+        elif clip_model is None:
+            raise error(
+                f"{files.source}: the model takes {dim}-d CLIP embeddings and its files do not say which CLIP "
+                "made them: pass --clip_model and --clip_pretrained (clip_model=, clip_pretrained=)"
+            )
+        elif clip_pretrained is None and clip_model == PAPER_CLIP[0]:
+            clip_pretrained = PAPER_CLIP[1]
+        elif clip_pretrained is None:
+            raise error(f"CLIP {clip_model}: pass --clip_pretrained (an open_clip tag or a weights file)")
+    try:
+        return CLIPQueryEncoder(clip_model, clip_pretrained, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise error(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
+
+
 class Separator:
     """Query-conditioned separation of waveforms and files of any length with a trained CLIPSep model.
 
@@ -824,35 +877,7 @@ class Separator:
         return sep
 
     def _clip_for(self, files: ModelFiles, clip_model: Optional[str], clip_pretrained: Optional[str]):
-        from espnet2.enh.clipsep.query import CLIPQueryEncoder
-
-        if clip_pretrained is not None and clip_pretrained.lower() == "none":
-            clip_pretrained = None  # random weights: tests only
-            random = True
-        else:
-            random = False
-        if clip_model is None or (clip_pretrained is None and not random):
-            found = find_recipe_clip(files.search_dirs, self.query_dim, files.pack_root)
-            if found is not None and clip_model in (None, found[0]):
-                clip_model, clip_pretrained = found[0], clip_pretrained or found[1]
-                logging.info("CLIP of this model (from the recipe's files): %s %s", clip_model, clip_pretrained)
-            elif clip_model is None and self.query_dim == 512:
-                clip_model, clip_pretrained = PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
-                logging.info("CLIP: %s/%s (CLIPSep's; pass clip_model to change)", *PAPER_CLIP)
-            elif clip_model is None:
-                raise SeparationError(
-                    f"{files.source}: the model's queries are {self.query_dim}-d CLIP embeddings, and its files do "
-                    "not say which CLIP made them: pass --clip_model and --clip_pretrained (clip_model=, "
-                    "clip_pretrained=)"
-                )
-            elif clip_pretrained is None and clip_model == PAPER_CLIP[0]:
-                clip_pretrained = PAPER_CLIP[1]
-            elif clip_pretrained is None:
-                raise SeparationError(f"CLIP {clip_model}: pass --clip_pretrained (a tag or a weights file)")
-        try:
-            return CLIPQueryEncoder(clip_model, clip_pretrained, device=str(self.device))
-        except (ValueError, FileNotFoundError) as err:
-            raise SeparationError(str(err)) from None
+        return clip_for_model(files, self.query_dim, clip_model, clip_pretrained, str(self.device))
 
     # --------------------------------------------------------------------------------------------
     def encode_queries(
