@@ -292,7 +292,7 @@ class Generator:
         prior_sampler: Sampler of the prior (``ddpm``, ``ddim``, ``dpmpp``).
         prior_guidance: Guidance weight w of the prior (0: none).
         griffin_lim_iters: Griffin-Lim iterations when the model embeds no vocoder.
-        clip_x0: Clamp the predicted normalised mel to ``[-clip_x0, clip_x0]`` while sampling (None: no clamp).
+        clip_x0: Clamp the predicted normalised mel to ``[-clip_x0, clip_x0]`` while sampling (None: the model config's ``clip_x0``).
     """
 
     @typechecked

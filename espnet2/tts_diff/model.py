@@ -7,6 +7,7 @@ Reference:
     J. Ho and T. Salimans, "Classifier-Free Diffusion Guidance", NeurIPS 2021 Workshop.
 """
 
+import copy
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -57,6 +58,8 @@ class CLIPSonic(AbsTTS):
         guidance: float = 1.5,
         vocoder_conf: Optional[Dict[str, Any]] = None,
         fs: int = 16000,
+        ema_decay: float = 0.0,
+        clip_x0: Optional[float] = None,
     ):
         """Build the model.
 
@@ -74,6 +77,11 @@ class CLIPSonic(AbsTTS):
             vocoder_conf: Keyword arguments of ESPnet's ``HiFiGANGenerator``; when given, a frozen vocoder
                 trained on the same normalised mel is embedded and ``inference`` also returns ``wav``.
             fs: Sampling rate of the audio.
+            ema_decay: Keep an exponential moving average of the U-Net and null embedding, updated at the
+                start of every training forward (so it trails the optimizer by one step), and use it for
+                validation and sampling (improved DDPM samples from EMA weights). 0 disables it.
+            clip_x0: Default clamp of each predicted normalised mel to ``[-clip_x0, clip_x0]`` while sampling
+                (None: no clipping); an inference argument overrides it.
         """
         super().__init__()
         if odim < 1 or spk_embed_dim < 1:
@@ -84,6 +92,10 @@ class CLIPSonic(AbsTTS):
             raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if clip_x0 is not None and clip_x0 <= 0:
+            raise ValueError(f"clip_x0 must be positive (or null), got {clip_x0}")
         unet_conf = dict(unet_conf or {})
         if unet_conf.setdefault("cond_dim", spk_embed_dim) != spk_embed_dim:
             raise ValueError(f"unet_conf.cond_dim {unet_conf['cond_dim']} != spk_embed_dim {spk_embed_dim}")
@@ -102,6 +114,13 @@ class CLIPSonic(AbsTTS):
         self.guidance = guidance
         self.unet = MelUNet(**unet_conf)
         self.null_cond = nn.Parameter(torch.randn(spk_embed_dim) / spk_embed_dim**0.5)
+        self.clip_x0 = clip_x0
+        self.ema_decay = ema_decay
+        self.ema_unet = None
+        if ema_decay > 0:
+            self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
+            self.register_buffer("ema_null_cond", self.null_cond.detach().clone())
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Derived from the config, so not saved in the state_dict.
         self.register_buffer(
             "alphas_cumprod", torch.as_tensor(cosine_alphas_cumprod(num_train_steps)), persistent=False
@@ -111,6 +130,25 @@ class CLIPSonic(AbsTTS):
             self.vocoder = HiFiGANGenerator(**vocoder_conf)
             self.vocoder.requires_grad_(False)
             self.vocoder.eval()
+
+    def _nets(self) -> Tuple[nn.Module, torch.Tensor]:
+        """The U-Net and null embedding to evaluate with: the EMA copies outside training, when kept."""
+        if self.ema_unet is not None and not self.training:
+            return self.ema_unet, self.ema_null_cond
+        return self.unet, self.null_cond
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema <- d * ema + (1 - d) * current`` with ``d = min(ema_decay, (1 + n) / (10 + n))`` after ``n``
+        updates (the usual warm-up, so early averages are not dominated by the random initialisation)."""
+        n = int(self.ema_updates)
+        d = min(self.ema_decay, (1 + n) / (10 + n))
+        for e, p in zip(self.ema_unet.parameters(), self.unet.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, p in zip(self.ema_unet.buffers(), self.unet.buffers()):
+            e.copy_(p)
+        self.ema_null_cond.lerp_(self.null_cond.detach(), 1 - d)
+        self.ema_updates += 1
 
     @property
     def require_vocoder(self) -> bool:
@@ -188,15 +226,18 @@ class CLIPSonic(AbsTTS):
             raise ValueError("CLIPSonic needs CLIP embeddings: add '<scp>,spembs,npy' (or kaldi_ark) to the data")
         if feats.shape[-1] != self.odim:
             raise ValueError(f"feats have {feats.shape[-1]} mel bands, the model was built for {self.odim}")
+        if self.ema_unet is not None and self.training:
+            self.update_ema()
+        unet, null_cond = self._nets()
         b = feats.shape[0]
         x0, mask = self._crop(feats, feats_lengths)
         cond = self._condition(spembs, training=self.training).to(x0.dtype)
         drop = torch.rand(b, device=x0.device) < self.cond_drop_prob
-        cond = torch.where(drop[:, None], self.null_cond.to(cond.dtype)[None], cond)
+        cond = torch.where(drop[:, None], null_cond.to(cond.dtype)[None], cond)
         t = torch.randint(0, self.num_train_steps, (b,), device=x0.device)
         noise = torch.randn_like(x0)
         x_t = q_sample(x0, t, self.alphas_cumprod, noise).to(x0.dtype)
-        eps = self.unet(x_t, t, cond)
+        eps = unet(x_t, t, cond)
         loss = ((eps - noise) ** 2 * mask).sum() / (mask.sum() * x0.shape[2]).clamp(min=1.0)
         stats = dict(loss=loss.detach(), cond_dropped=drop.float().mean())
         loss, stats, weight = force_gatherable((loss, stats, b), loss.device)
@@ -228,7 +269,7 @@ class CLIPSonic(AbsTTS):
             seed: Seed of a private ``torch.Generator`` (device of the model); ``None`` uses the global RNG.
             num_frames: Generated length in frames (default: ``len(feats)`` or ``segment_frames``).
             clip_x0: Clamp each predicted (normalised) mel to ``[-clip_x0, clip_x0]`` while sampling (default:
-                no clipping).
+                the config's ``clip_x0``).
             **kwargs: Other decode options from ESPnet (e.g. ``use_teacher_forcing``), ignored.
 
         Returns:
@@ -248,7 +289,9 @@ class CLIPSonic(AbsTTS):
         generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
         x_t = torch.randn(1, 1, self.odim, int(num_frames), generator=generator, device=device)
         x_t = x_t.to(self.null_cond.dtype)
-        model_fn = cfg_model_fn(self.unet, cond.to(x_t.dtype), self.null_cond, w=guidance)
+        unet, null_cond = self._nets()
+        clip_x0 = self.clip_x0 if clip_x0 is None else clip_x0
+        model_fn = cfg_model_fn(unet, cond.to(x_t.dtype), null_cond, w=guidance)
         x0 = SAMPLERS[sampler](model_fn, x_t, self.alphas_cumprod, steps, generator=generator, clip_x0=clip_x0)
         feat_gen = x0[0, 0].transpose(0, 1).to(self.null_cond.dtype)
         out = dict(feat_gen=feat_gen)

@@ -109,6 +109,22 @@ class ProbeClassifier(torch.nn.Module):
         if speech_lengths is None:
             speech_lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long, device=speech.device)
         feats, feats_lens = self.feats(speech, speech_lengths)  # (B, T, M)
+        return self.forward_feats(feats, feats_lens)
+
+    def forward_feats(
+        self, feats: torch.Tensor, feats_lens: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Classify log-mel features directly (e.g. a generator's de-normalised mel, before any vocoder).
+
+        Args:
+            feats: log10 mel ``(B, T, n_mels)`` of this probe's front-end (``self.feats``), zero-padded.
+            feats_lens: Valid frames ``(B,)`` (all ``T`` when None).
+
+        Returns:
+            Tuple of logits ``(B, num_classes)`` and embeddings ``(B, embed_dim)``.
+        """
+        if feats_lens is None:
+            feats_lens = torch.full((feats.size(0),), feats.size(1), dtype=torch.long, device=feats.device)
         h = self.convs(self.input_norm(feats.unsqueeze(1)))  # (B, C, T', M')
         h = h.transpose(2, 3).flatten(1, 2)  # (B, C * M', T'): frequency position is kept
         t_lens = feats_lens

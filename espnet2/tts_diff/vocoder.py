@@ -128,6 +128,7 @@ class MelHiFiGAN(AbsGANTTS):
         lambda_feat_match: float = 2.0,
         lambda_mel: float = 45.0,
         cache_generator_outputs: bool = True,
+        discriminator_start_steps: int = 0,
     ):
         """Build generator, discriminator and losses.
 
@@ -153,10 +154,16 @@ class MelHiFiGAN(AbsGANTTS):
             lambda_feat_match: Weight of the feature-matching loss.
             lambda_mel: Weight of the mel-spectrogram L1 loss.
             cache_generator_outputs: Reuse the first turn's generator output in the second turn.
+            discriminator_start_steps: Mel-only warm-up: for the first this many generator updates the
+                generator is trained on the mel loss alone and the discriminator is neither run nor
+                updated (its turn returns a loss without parameters, so its optimizer skips the step).
+                The count is a buffer, so a resumed training continues where it stopped.
         """
         super().__init__()
         if segment_size < 1:
             raise ValueError(f"segment_size must be positive, got {segment_size}")
+        if discriminator_start_steps < 0:
+            raise ValueError(f"discriminator_start_steps must be >= 0, got {discriminator_start_steps}")
         generator_params = _merged(GENERATOR_DEFAULTS, generator_params)
         if generator_params.setdefault("in_channels", odim) != odim:
             raise ValueError(f"generator_params.in_channels {generator_params['in_channels']} != odim {odim}")
@@ -178,6 +185,9 @@ class MelHiFiGAN(AbsGANTTS):
         self.lambda_mel = lambda_mel
         self.cache_generator_outputs = cache_generator_outputs
         self._cache = None
+        self.discriminator_start_steps = discriminator_start_steps
+        # Generator turns taken in training (drives the mel-only warm-up; saved with the checkpoint).
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
 
         # Attributes read by espnet2.bin.tts_inference.Text2Speech.
         self.fs = sampling_rate
@@ -231,6 +241,8 @@ class MelHiFiGAN(AbsGANTTS):
         if feats.shape[-1] != n_mels:
             raise ValueError(f"feats have {feats.shape[-1]} bands, the generator takes {n_mels}")
         batch_size = text.size(0)
+        if self.warming_up:
+            return self._warmup_turn(feats, feats_lengths, speech, forward_generator, batch_size)
         reuse_cache = self.cache_generator_outputs and self._cache is not None
         if reuse_cache:
             speech_hat_, speech_ = self._cache
@@ -260,6 +272,8 @@ class MelHiFiGAN(AbsGANTTS):
                 generator_mel_loss=mel_loss.item(),
             )
             optim_idx = 0
+            if self.training:
+                self.generator_steps += 1
         else:
             p_hat = self.discriminator(speech_hat_.detach())
             p = self.discriminator(speech_)
@@ -270,6 +284,29 @@ class MelHiFiGAN(AbsGANTTS):
                 discriminator_real_loss=real_loss.item(),
                 discriminator_fake_loss=fake_loss.item(),
             )
+            optim_idx = 1
+        loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
+        return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": optim_idx}
+
+    @property
+    def warming_up(self) -> bool:
+        """True while training in the mel-only warm-up (see ``discriminator_start_steps``)."""
+        return self.training and int(self.generator_steps) < self.discriminator_start_steps
+
+    def _warmup_turn(self, feats, feats_lengths, speech, forward_generator: bool, batch_size: int):
+        """A warm-up turn: the generator on the mel loss alone; the discriminator does nothing."""
+        self._cache = None
+        if forward_generator:
+            speech_hat_, speech_ = self._generate(feats, feats_lengths, speech)
+            loss = self.lambda_mel * self.mel_loss(speech_hat_, speech_)
+            stats = dict(generator_loss=loss.item(), generator_mel_loss=loss.item())
+            self.generator_steps += 1
+            optim_idx = 0
+        else:
+            # A leaf that requires grad: backward() works, no parameter gets a gradient, so the
+            # optimizer leaves the discriminator (and its moments) untouched.
+            loss = torch.zeros((), device=feats.device, requires_grad=True)
+            stats = dict(discriminator_loss=0.0)
             optim_idx = 1
         loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
         return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": optim_idx}

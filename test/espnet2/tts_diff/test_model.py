@@ -198,6 +198,60 @@ def test_embedded_vocoder_is_frozen_and_saved():
     torch.testing.assert_close(out["wav"], model.vocoder.inference(out["feat_gen"]).view(-1))
 
 
+def test_ema_trails_the_weights_and_serves_validation_and_sampling():
+    model = _model(ema_decay=0.9)
+    assert all(not p.requires_grad for p in model.ema_unet.parameters())
+    assert {"ema_null_cond", "ema_updates"} <= set(model.state_dict())
+    assert any(k.startswith("ema_unet.") for k in model.state_dict())
+    # Before any training step the copies equal the weights, so eval output is unchanged by the EMA.
+    ref = _model()
+    emb = torch.randn(DIM)
+    a = model.eval().inference(torch.tensor([1]), spembs=emb, seed=0)["feat_gen"]
+    assert torch.equal(a, ref.eval().inference(torch.tensor([1]), spembs=emb, seed=0)["feat_gen"])
+    # Training: each forward first folds the current weights into the average, d = min(0.9, (1+n)/(10+n)).
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    expected = [p.detach().clone() for p in model.unet.parameters()]
+    for n in range(3):
+        current = [p.detach().clone() for p in model.unet.parameters()]
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * c for e, c in zip(expected, current)]
+        loss = model(**_batch(seed=n))[0]
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None for p in model.ema_unet.parameters())  # the average gets no gradient
+        opt.step()
+    assert int(model.ema_updates) == 3
+    for e, x in zip(model.ema_unet.parameters(), expected):
+        torch.testing.assert_close(e, x)
+    assert not torch.equal(model.ema_unet.conv_in.weight, model.unet.conv_in.weight)
+    # Evaluation uses the average: the eval loss and samples follow ema_unet, not unet.
+    model.eval()
+    with torch.no_grad():
+        b = model.inference(torch.tensor([1]), spembs=emb, seed=0)["feat_gen"]
+        model.ema_unet.load_state_dict(model.unet.state_dict())
+        model.ema_null_cond.copy_(model.null_cond)
+        c = model.inference(torch.tensor([1]), spembs=emb, seed=0)["feat_gen"]
+        model.ema_unet = None  # no EMA: the raw weights
+        assert torch.equal(c, model.inference(torch.tensor([1]), spembs=emb, seed=0)["feat_gen"])
+    assert not torch.allclose(b, c)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            _model(ema_decay=bad)
+
+
+def test_clip_x0_default_from_the_config_and_overridable():
+    emb = torch.randn(DIM, generator=torch.Generator().manual_seed(5))
+    free = _model().eval().inference(torch.tensor([1]), spembs=emb, seed=0, guidance=8.0)["feat_gen"]
+    clipped = _model(clip_x0=0.25).eval()
+    out = clipped.inference(torch.tensor([1]), spembs=emb, seed=0, guidance=8.0)["feat_gen"]
+    assert float(free.abs().max()) > 0.25 and float(out.abs().max()) <= 0.25 + 1e-6
+    again = clipped.inference(torch.tensor([1]), spembs=emb, seed=0, guidance=8.0, clip_x0=1e9)["feat_gen"]
+    torch.testing.assert_close(again, free)
+    with pytest.raises(ValueError, match="clip_x0"):
+        _model(clip_x0=0.0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Learning: two classes, each a fixed mel pattern tied to its own embedding
 def test_training_learns_two_classes():

@@ -107,6 +107,20 @@ def test_probe_shapes_gradients_and_lengths():
         ProbeClassifier(num_classes=1)
 
 
+def test_forward_feats_is_forward_on_the_probes_own_mel():
+    torch.manual_seed(0)
+    probe = ProbeClassifier(num_classes=3, **TINY).eval()
+    x = torch.randn(2, 8000)
+    lengths = torch.tensor([8000, 5000])
+    feats, feats_lens = probe.feats(x, lengths)
+    with torch.no_grad():
+        logits, emb = probe(x, lengths)
+        logits_f, emb_f = probe.forward_feats(feats, feats_lens)
+        _, emb_full = probe.forward_feats(feats)  # no lengths: every frame counts
+    assert torch.equal(logits, logits_f) and torch.equal(emb, emb_f)
+    assert torch.equal(emb_full[0], emb[0]) and not torch.allclose(emb_full[1], emb[1])
+
+
 def test_probe_learns_three_tones_and_relevance():
     torch.manual_seed(0)
     wavs, ids = tone_set(8, seed=0)

@@ -51,6 +51,8 @@ def _clip(num_samples: int = 4096) -> torch.Tensor:
 
 
 def _tiny_model(**overrides) -> MelHiFiGAN:
+    """The tiny YAML's vocoder; GAN turns from the first step unless a test asks for the mel-only warm-up."""
+    overrides.setdefault("discriminator_start_steps", 0)
     return MelHiFiGAN(idim=4, odim=64, **{**_conf(TINY)["tts_conf"], **overrides})
 
 
@@ -123,6 +125,50 @@ def test_gan_steps_reduce_the_mel_loss_on_a_fixed_clip():
             opt_d.zero_grad()
     after = mel_loss()
     assert after < 0.75 * before, (before, after)
+
+
+def test_mel_only_warmup_then_gan_turns_and_the_count_resumes():
+    torch.manual_seed(0)
+    model = _tiny_model(discriminator_start_steps=2)
+    batch = _batch(_clip(4096))
+    disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    opt_d = torch.optim.AdamW(model.discriminator.parameters(), lr=1e-2)
+    for step in range(2):
+        assert model.warming_up
+        out = model(**batch, forward_generator=False)  # the discriminator turn does nothing
+        assert out["optim_idx"] == 1 and float(out["loss"]) == 0.0 and model._cache is None
+        out["loss"].backward()
+        assert all(g is None for g in _grads(model.discriminator))
+        opt_d.step()
+        out = model(**batch, forward_generator=True)  # the generator turn: mel loss only
+        assert out["optim_idx"] == 0
+        stats = out["stats"]
+        assert "generator_adv_loss" not in stats
+        assert float(stats["generator_loss"]) == float(stats["generator_mel_loss"]) == float(out["loss"]) > 0
+        out["loss"].backward()
+        assert all(g is not None for g in _grads(model.generator))
+        assert all(g is None for g in _grads(model.discriminator))
+        model.generator.zero_grad()
+        assert int(model.generator_steps) == step + 1
+    assert all(torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters()))
+    assert not model.warming_up
+    out = model(**batch, forward_generator=False)  # now a real discriminator turn
+    out["loss"].backward()
+    assert float(out["loss"]) > 0 and all(g is not None for g in _grads(model.discriminator))
+    out = model(**batch, forward_generator=True)
+    assert "generator_adv_loss" in out["stats"] and int(model.generator_steps) == 3
+    # The count is part of the checkpoint: a resumed model is past the warm-up too.
+    resumed = _tiny_model(discriminator_start_steps=2)
+    assert resumed.warming_up
+    resumed.load_state_dict(model.state_dict(), strict=True)
+    assert not resumed.warming_up and int(resumed.generator_steps) == 3
+    # Evaluation (the validation ESPnet reports) never counts as warm-up and never moves the count.
+    fresh = _tiny_model(discriminator_start_steps=5).eval()
+    with torch.no_grad():
+        out = fresh(**batch, forward_generator=True)
+    assert "generator_adv_loss" in out["stats"] and int(fresh.generator_steps) == 0
+    with pytest.raises(ValueError, match="discriminator_start_steps"):
+        _tiny_model(discriminator_start_steps=-1)
 
 
 def test_inference_vocodes_frames_times_hop():
