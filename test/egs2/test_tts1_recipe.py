@@ -20,7 +20,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "egs2" / "clipsep" / "tts1"
 TOOLS = ("ffmpeg", "ffprobe", "fluidsynth", "espeak-ng")
 CLASSES = ("piano", "violin", "canary", "drums")
 PER_CLASS = 2
-SEGMENT_FRAMES, HOP = 128, 512  # conf/tiny/train_clipsonic.yaml: generated length, mel hop
+SEGMENT_FRAMES, HOP, N_MELS = 128, 512, 64  # conf/tiny/train_clipsonic.yaml: generated length, mel hop, bands
 
 
 def _run(args, tmp, timeout=1200):
@@ -76,18 +76,33 @@ def test_tts_data_dirs(recipe):
 
 
 def test_generated_audio(recipe):
+    import torch
+
+    from espnet2.tts_diff.probe import load_probe
+
     tmp, _ = recipe
     gen = tmp / "exp" / "tts_clipsonic_vocoder"
     for mode in ("iq", "zs", "pd"):
         lines = (gen / f"gen_test_{mode}" / "wav.scp").read_text().splitlines()
         assert len(lines) == PER_CLASS * len(CLASSES)
+        mels = dict(line.split() for line in (gen / f"gen_test_{mode}" / "mel.scp").read_text().splitlines())
         for line in lines:
-            wav, fs = sf.read(line.split()[1])
+            key, path = line.split()
+            wav, fs = sf.read(path)
             assert fs == 16000 and wav.shape == (SEGMENT_FRAMES * HOP,) and np.isfinite(wav).all()
+            mel = np.load(mels[key])  # the de-normalised log10 mel the vocoder was given
+            assert mel.shape == (SEGMENT_FRAMES, N_MELS) and np.isfinite(mel).all()
+    gt_mels = dict(line.split() for line in (gen / "gen_test_gt" / "mel.scp").read_text().splitlines())
     for line in (gen / "gen_test_gt" / "wav.scp").read_text().splitlines():
         key, path = line.split()
-        real = sf.info(next(p for p in (tmp / "data" / "media").rglob(f"{key}.wav")))
+        real_path = next(p for p in (tmp / "data" / "media").rglob(f"{key}.wav"))
+        real = sf.info(real_path)
         assert sf.info(path).frames == (1 + real.frames // HOP) * HOP  # one hop per mel frame
+        # GT: the mel is the real clip's own log-mel, the probe's front-end of the same clip.
+        probe, _ = load_probe(tmp / "exp" / "probe" / "probe.pt")
+        x, _ = sf.read(real_path, dtype="float32")
+        ref, _ = probe.feats(torch.from_numpy(x)[None], torch.tensor([len(x)]))
+        np.testing.assert_allclose(np.load(gt_mels[key]), ref[0].numpy(), atol=1e-4)
 
 
 def test_results_table(recipe):
@@ -95,9 +110,11 @@ def test_results_table(recipe):
     results = (tmp / "RESULTS.md").read_text()
     number = r"\d+(\.\d+)?"
     for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
-        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {number} \| {number} \| {PER_CLASS * len(CLASSES)} \|",
-                         results, re.M), results  # fmt: skip
+        # relevance, probe-FD, then the same two on the mel before the vocoder
+        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {number} \| {number} \| {number} \| {number} "
+                         rf"\| {PER_CLASS * len(CLASSES)} \|", results, re.M), results  # fmt: skip
     assert re.search(rf"^\| chance \| - \| 25\.0 \|", results, re.M), results
+    assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results and "train generator (concurrent)" in results  # run.sh: --train_jobs 2
 

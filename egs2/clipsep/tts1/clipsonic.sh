@@ -11,7 +11,8 @@
 #  6. probe          the offline evaluation classifier (the only place labels are used)
 #  7. generation     vocoder embedded into the generator; IQ / ZS / PD for the test queries and the
 #                    ground-truth resynthesis through the vocoder
-#  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips
+#  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
+#                    the audio and on the mel before the vocoder (which tells generator from vocoder)
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; stage wall times)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads).
@@ -268,11 +269,12 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------------------
-evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT
-    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" \
+evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GEN_SCP: also before the vocoder)
+    local mel=(); [ -f "$(dirname "$2")/mel.scp" ] && mel=(--gen_mel_scp "$(dirname "$2")/mel.scp")
+    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${mel[@]}" \
         --ref_dir "${datadir}/${test_set}" --output "$4" --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
         || { log "error: evaluation of $1 failed; see ${4%.json}.log"; tail -n 3 "${4%.json}.log" >&2; return 1; }
-    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1)"
+    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1)"
 }
 for mode in ${gen_modes} gt; do
     eval "evaluate_${mode}() { d=\$(gen_dir ${mode}); evaluate_one ${mode} \"\${d}/wav.scp\" \"\${d}/utt2label\" \"\${d}/probe_eval.json\"; }"

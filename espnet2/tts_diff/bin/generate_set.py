@@ -13,7 +13,10 @@ The model is loaded with ``TTSDiffTask.build_model_from_file`` and must embed it
 the modes share their initial noise. ``--utt2label`` (evaluation only) gives each key's query class, which is
 copied to the output's ``utt2label`` and, with ``--max_per_class``, selects the first keys of every class; the
 generator never reads it. Writes ``<output_dir>/wav/<key>.wav`` (16-bit, temporary names, then renamed),
-``wav.scp``, ``utt2label`` and ``generate.json`` (settings, wall time, real-time factor).
+``wav.scp``, ``utt2label`` and ``generate.json`` (settings, wall time, real-time factor), and the mel the
+vocoder was given, de-normalised to the feature extractor's log-mel, as ``mel/<key>.npy`` ``(T, n_mels)`` with
+``mel.scp``: ``espnet2.tts_diff.bin.probe evaluate --gen_mel_scp`` scores it before the vocoder, which tells a
+weak generator from a weak vocoder.
 
 Example:
     python -m espnet2.tts_diff.bin.generate_set --train_config exp/tts_clipsonic_vocoder/config.yaml \\
@@ -101,6 +104,15 @@ def write_wav(path: Path, wav, fs: int) -> None:
     os.replace(tmp, path)
 
 
+def write_npy(path: Path, array) -> None:
+    """``np.save`` under a temporary name, then rename."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def main(cmd=None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [generate_set] %(levelname)s: %(message)s")
@@ -152,10 +164,11 @@ def main(cmd=None) -> int:
             if conds.shape[1] != tts.spk_embed_dim:
                 raise ValueError(f"{source}: embeddings of size {conds.shape[1]}, the model takes {tts.spk_embed_dim}")
 
-        wav_dir = args.output_dir / "wav"
+        wav_dir, mel_dir = args.output_dir / "wav", args.output_dir / "mel"
         wav_dir.mkdir(parents=True, exist_ok=True)
+        mel_dir.mkdir(parents=True, exist_ok=True)
         text = torch.zeros(1, dtype=torch.long)
-        out_scp, out_labels, audio_seconds = {}, {}, 0.0
+        out_scp, out_mel, out_labels, audio_seconds = {}, {}, {}, 0.0
         start = time.perf_counter()
         for n, key in enumerate(keys):
             with torch.no_grad():
@@ -166,23 +179,31 @@ def main(cmd=None) -> int:
                     feats, feats_lengths = model.feats_extract(speech, torch.tensor([speech.shape[1]], device=device))
                     if model.normalize is not None:
                         feats, feats_lengths = model.normalize(feats, feats_lengths)
-                    wav = tts.vocoder.inference(feats[0, : int(feats_lengths[0])]).view(-1)
+                    mel = feats[0, : int(feats_lengths[0])]
+                    wav = tts.vocoder.inference(mel).view(-1)
                 else:
                     out = tts.inference(
                         text.to(device), spembs=conds[n].to(device), steps=args.steps, guidance=args.guidance,
                         sampler=args.sampler, seed=args.seed + index[key], num_frames=args.num_frames,
                     )  # fmt: skip
-                    wav = out["wav"]
+                    mel, wav = out["feat_gen"], out["wav"]
+                if model.normalize is not None:  # GlobalMVN.inverse works in place
+                    mel, _ = model.normalize.inverse(mel.clone()[None], torch.tensor([len(mel)], device=device))
+                    mel = mel[0]
             wav = wav.cpu().numpy()
             path = wav_dir / f"{key}.wav"
             write_wav(path, wav, tts.fs)
             out_scp[key] = str(path.resolve())
+            mel_path = mel_dir / f"{key}.npy"
+            write_npy(mel_path, mel.float().cpu().numpy())
+            out_mel[key] = str(mel_path.resolve())
             if labels is not None:
                 out_labels[key] = labels[key]
             audio_seconds += len(wav) / tts.fs
             logging.debug("%s: %d samples", key, len(wav))
         wall = time.perf_counter() - start
         write_table_atomic(args.output_dir / "wav.scp", out_scp)
+        write_table_atomic(args.output_dir / "mel.scp", out_mel)
         if labels is not None:
             write_table_atomic(args.output_dir / "utt2label", out_labels)
         mode = "resynthesis" if conds is None else ("prior" if args.prior is not None else "embedding")

@@ -55,6 +55,11 @@ def get_parser() -> argparse.ArgumentParser:
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--gen_dir", type=Path, help="directory of generated .wav files (key = file stem)")
     src.add_argument("--gen_scp", type=Path, help="'<key> <wav path>' file of generated audio")
+    ev.add_argument(
+        "--gen_mel_scp", type=Path, default=None,
+        help="'<key> <npy>' log10 mel (T, n_mels) each generated clip was vocoded from (generate_set's mel.scp): "
+        "also score the generator before the vocoder (mel_relevance, mel_probe_fd)",
+    )  # fmt: skip
     ev.add_argument("--gen_labels", type=Path, required=True, help="'<key> <query label>' per generated clip")
     ev.add_argument("--ref_dir", type=Path, required=True, help="data dir (wav.scp) of real reference clips")
     ev.add_argument("--output", type=Path, required=True, help="JSON result to write")
@@ -148,6 +153,37 @@ def run_train(args) -> None:
     logging.info("trained in %.1f s; wrote %s", report["wall_seconds"], args.output)
 
 
+def mel_outputs(probe, table: Dict[str, str], source: Path, keys: Sequence[str], batch_size: int):
+    """The probe's ``(logits, embeddings)`` for the log10 mels ``(T, n_mels)`` of ``keys`` in an npy scp."""
+    import numpy as np
+    import torch
+
+    mels = []
+    for key in keys:
+        if key not in table:
+            raise ValueError(f"{source}: no mel for generated clip {key!r}")
+        try:
+            mel = np.load(table[key])
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{table[key]}: not an npy array ({err})") from err
+        n_mels = probe.feats.get_parameters()["n_mels"]
+        if mel.ndim != 2 or mel.shape[1] != n_mels or not np.isfinite(mel).all():
+            raise ValueError(f"{table[key]}: expected a finite (T, {n_mels}) log-mel, got shape {mel.shape}")
+        mels.append(torch.from_numpy(mel.astype(np.float32)))
+    logits, embs = [], []
+    with torch.no_grad():
+        for i in range(0, len(mels), batch_size):
+            chunk = mels[i : i + batch_size]
+            lens = torch.tensor([len(m) for m in chunk])
+            batch = torch.zeros(len(chunk), int(lens.max()), chunk[0].shape[1])
+            for j, m in enumerate(chunk):
+                batch[j, : len(m)] = m
+            out = probe.forward_feats(batch, lens)
+            logits.append(out[0])
+            embs.append(out[1])
+    return torch.cat(logits), torch.cat(embs)
+
+
 def run_evaluate(args) -> None:
     from espnet2.enh.clipsep.kaldi_table import read_table
     from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs
@@ -191,6 +227,13 @@ def run_evaluate(args) -> None:
         "probe": str(args.probe),
         "reference": str(args.ref_dir),
     }
+    if args.gen_mel_scp is not None:
+        mel_logits, mel_emb = mel_outputs(probe, read_table(args.gen_mel_scp), args.gen_mel_scp, list(gen), args.batch_size)
+        mel_pred = mel_logits.argmax(1).tolist()
+        result["mel_relevance"] = sum(p == t for p, t in zip(mel_pred, target)) / len(mel_pred)
+        result["mel_probe_fd"] = frechet_distance(mel_emb, ref_emb)
+        result["mel_note"] = "the same figures on the mel given to the vocoder (the generator alone)"
+        logging.info("before the vocoder: relevance %.3f, probe-FD %.3f", result["mel_relevance"], result["mel_probe_fd"])
     atomic_json(result, args.output)
     logging.info(
         "relevance %.3f (chance %.3f), probe-FD %.3f; wrote %s",

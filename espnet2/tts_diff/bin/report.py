@@ -63,16 +63,27 @@ def parse_result(spec: str) -> Tuple[str, str, Dict, Optional[Dict]]:
 
 
 def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
+    """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder."""
     rows = []
+    mel_columns = has_mel(results)
     for system, query, ev, gen in results:
         fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
         rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
-        rows.append((system, query, f"{100 * ev['relevance']:.1f}", fd, str(ev["num_generated"]), rtf))
+        row = (system, query, f"{100 * ev['relevance']:.1f}", fd)
+        if mel_columns:
+            mel_fd = "-" if system in no_fd or "mel_probe_fd" not in ev else f"{ev['mel_probe_fd']:.2f}"
+            row += (f"{100 * ev['mel_relevance']:.1f}" if "mel_relevance" in ev else "-", mel_fd)
+        rows.append(row + (str(ev["num_generated"]), rtf))
     chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
     if len(chance) != 1:
         raise ValueError(f"the results were evaluated with different probes (chance levels {sorted(chance)})")
-    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-", "-", "-"))
+    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-") + (("-", "-") if mel_columns else ()) + ("-", "-"))
     return rows
+
+
+def has_mel(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+    """Whether any evaluation also scored the mel before the vocoder (``probe evaluate --gen_mel_scp``)."""
+    return any("mel_relevance" in ev for _, _, ev, _ in results)
 
 
 def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
@@ -90,15 +101,22 @@ def build(args) -> str:
 
     results = [parse_result(spec) for spec in args.result]
     lines = [f"# {args.title}", "", environment_line(), ""]
-    lines.append(markdown_table(
-        ("system", "query", "relevance (%)", "probe-FD", "clips", "RTF"), result_rows(results, args.no_fd)
-    ))  # fmt: skip
+    header = ("system", "query", "relevance (%)", "probe-FD")
+    if has_mel(results):
+        header += ("mel relevance (%)", "mel probe-FD")
+    lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
         "only here). probe-FD: Fréchet distance between Gaussians of the probe's embeddings of these clips and "
         "of the real test clips (lower is closer; not FAD). RTF: generation wall time / audio duration.",
         "",
     ]
+    if has_mel(results):
+        lines += [
+            "mel relevance / mel probe-FD: the same probe on the log-mel each clip was vocoded from, before the "
+            "vocoder: the generator alone (for GT resynthesis, the real clip's own mel).",
+            "",
+        ]
     sampling = sorted({
         f"{g['sampler']}, {g['steps']} steps, guidance w = {g['guidance']}" for _, _, _, g in results
         if g and g.get("mode") != "resynthesis" and "sampler" in g

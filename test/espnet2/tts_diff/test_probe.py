@@ -232,6 +232,45 @@ def test_cli_evaluate(trained, tmp_path):
     assert json.loads(result_path.read_text())["probe_fd"] > res["probe_fd"]
 
 
+def test_cli_evaluate_mel_before_the_vocoder(trained, tmp_path, capsys):
+    """--gen_mel_scp scores the mel a clip was vocoded from: the probe's own mel of a clip gives its figures."""
+    root, out = trained
+    probe, classes = load_probe(out)
+    wavs, ids = tone_set(3, seed=4)
+    gen, mel = tmp_path / "gen", tmp_path / "mel"
+    gen.mkdir()
+    mel.mkdir()
+    wav_lines, mel_lines, label_lines = [], [], []
+    for i, (w, c) in enumerate(zip(wavs, ids)):
+        sf.write(gen / f"utt{i}.wav", w, FS, subtype="FLOAT")
+        feats, _ = probe.feats(torch.from_numpy(np.asarray(w, np.float32))[None], torch.tensor([len(w)]))
+        m = feats[0].numpy() if i % 3 else -feats[0].numpy()  # one clip in three: a wrong spectrum
+        np.save(mel / f"utt{i}.npy", m)
+        wav_lines.append(f"utt{i} {gen / f'utt{i}.wav'}\n")
+        mel_lines.append(f"utt{i} {mel / f'utt{i}.npy'}\n")
+        label_lines.append(f"utt{i} {list(TONES)[c]}\n")
+    for name, lines in (("wav.scp", wav_lines), ("mel.scp", mel_lines), ("labels", label_lines)):
+        (tmp_path / name).write_text("".join(lines))
+    res_path = tmp_path / "eval.json"
+    args = ["evaluate", "--probe", str(out), "--gen_scp", str(tmp_path / "wav.scp"), "--gen_labels",
+            str(tmp_path / "labels"), "--ref_dir", str(root / "valid"), "--output", str(res_path)]
+    assert probe_cli.main(args + ["--gen_mel_scp", str(tmp_path / "mel.scp")]) == 0
+    res = json.loads(res_path.read_text())
+    with torch.no_grad():
+        logits, _ = probe.forward_feats(torch.stack([torch.from_numpy(np.load(mel / f"utt{i}.npy")) for i in range(9)]))
+    target = torch.tensor([classes.index(list(TONES)[c]) for c in ids])
+    expected = float((logits.argmax(1) == target).float().mean())
+    assert res["mel_relevance"] == pytest.approx(expected) and res["mel_relevance"] < res["relevance"]
+    assert res["mel_probe_fd"] > res["probe_fd"] >= 0
+    # Without the option the report has no mel figures; a wrong shape is one error line.
+    assert probe_cli.main(args) == 0 and "mel_relevance" not in json.loads(res_path.read_text())
+    np.save(mel / "utt0.npy", np.zeros((5, 7), np.float32))
+    capsys.readouterr()
+    assert probe_cli.main(args + ["--gen_mel_scp", str(tmp_path / "mel.scp")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "utt0.npy" in err[0] and "(T, " in err[0]
+
+
 def test_cli_bad_inputs(trained, tmp_path, capsys):
     root, out = trained
     bad = tmp_path / "bad"
