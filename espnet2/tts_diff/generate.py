@@ -516,7 +516,7 @@ class Generator:
             steps: Sampling steps (default: the model config's).
             guidance: Classifier-free guidance weight w (default: the config's; 0: none).
             sampler: ``ddpm``, ``ddim`` or ``dpmpp`` (default: the config's).
-            num_frames: Mel frames to generate (default: the config's ``segment_frames``).
+            num_frames: Mel frames to generate (default: the config's ``inference_frames``).
 
         Returns:
             ``wav`` float32 ``(num_frames * hop,)``; ``feat_gen`` normalised mel ``(num_frames, n_mels)``;
@@ -528,7 +528,7 @@ class Generator:
             raise GenerationError(f"sampler: choose from {', '.join(sorted(SAMPLERS))}, got {sampler!r}")
         if steps is not None and steps < 1:
             raise GenerationError(f"steps: must be >= 1, got {steps}")
-        num_frames = self.tts.segment_frames if num_frames is None else int(num_frames)
+        num_frames = self.tts.inference_frames if num_frames is None else int(num_frames)
         if num_frames < 1:
             raise GenerationError(f"num_frames: must be >= 1, got {num_frames}")
         spembs = self.condition_for(cond, seed)
@@ -586,7 +586,7 @@ class Generator:
             seed: Sample ``k`` of each query uses seed ``seed + k``.
             sampler: ``ddpm``, ``ddim`` or ``dpmpp`` (None: the config's).
             num: Samples per query.
-            num_frames: Mel frames (None: the config's ``segment_frames``); each waveform has ``num_frames * hop``
+            num_frames: Mel frames (None: the config's ``inference_frames``); each waveform has ``num_frames * hop``
                 samples.
 
         Returns:

@@ -53,6 +53,7 @@ class CLIPSonic(AbsTTS):
         num_train_steps: int = 4000,
         cond_drop_prob: float = 0.1,
         segment_frames: int = 128,
+        inference_frames: Optional[int] = None,
         sampler: str = "dpmpp",
         steps: int = 25,
         guidance: float = 1.5,
@@ -70,7 +71,9 @@ class CLIPSonic(AbsTTS):
             unet_conf: Keyword arguments of :class:`MelUNet` (``cond_dim`` is set to ``spk_embed_dim``).
             num_train_steps: Diffusion steps T of the cosine schedule.
             cond_drop_prob: Probability of replacing the CLIP embedding by the null embedding in training.
-            segment_frames: Training crop length in frames; also the default generated length.
+            segment_frames: Training crop length in frames.
+            inference_frames: Default generated length in frames (None: ``segment_frames``); the U-Net is
+                convolutional with global attention, so it may differ from the training crop.
             sampler: Default sampler, a key of ``SAMPLERS`` (``ddpm``, ``ddim``, ``dpmpp``).
             steps: Default number of sampling steps.
             guidance: Default classifier-free guidance weight w.
@@ -86,8 +89,8 @@ class CLIPSonic(AbsTTS):
         super().__init__()
         if odim < 1 or spk_embed_dim < 1:
             raise ValueError(f"odim and spk_embed_dim must be positive, got {odim}, {spk_embed_dim}")
-        if num_train_steps < 1 or segment_frames < 1 or steps < 1:
-            raise ValueError("num_train_steps, segment_frames and steps must be positive")
+        if min(num_train_steps, segment_frames, steps, 1 if inference_frames is None else inference_frames) < 1:
+            raise ValueError("num_train_steps, segment_frames, inference_frames and steps must be positive")
         if not 0.0 <= cond_drop_prob <= 1.0:
             raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
         if sampler not in SAMPLERS:
@@ -109,6 +112,7 @@ class CLIPSonic(AbsTTS):
         self.num_train_steps = num_train_steps
         self.cond_drop_prob = cond_drop_prob
         self.segment_frames = segment_frames
+        self.inference_frames = segment_frames if inference_frames is None else inference_frames
         self.sampler = sampler
         self.steps = steps
         self.guidance = guidance
@@ -267,7 +271,7 @@ class CLIPSonic(AbsTTS):
             guidance: Guidance weight w (default: the config's ``guidance``).
             sampler: ``ddpm``, ``ddim`` or ``dpmpp`` (default: the config's ``sampler``).
             seed: Seed of a private ``torch.Generator`` (device of the model); ``None`` uses the global RNG.
-            num_frames: Generated length in frames (default: ``len(feats)`` or ``segment_frames``).
+            num_frames: Generated length in frames (default: ``len(feats)`` or ``inference_frames``).
             clip_x0: Clamp each predicted (normalised) mel to ``[-clip_x0, clip_x0]`` while sampling (default:
                 the config's ``clip_x0``).
             **kwargs: Other decode options from ESPnet (e.g. ``use_teacher_forcing``), ignored.
@@ -283,7 +287,7 @@ class CLIPSonic(AbsTTS):
         steps = self.steps if steps is None else int(steps)
         guidance = self.guidance if guidance is None else float(guidance)
         if num_frames is None:
-            num_frames = len(feats) if feats is not None else self.segment_frames
+            num_frames = len(feats) if feats is not None else self.inference_frames
         device = self.null_cond.device
         cond = self._condition(spembs.to(device)[None], training=False)
         generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))

@@ -53,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance weight w (default: the config's)")
     parser.add_argument("--sampler", default=None, help="ddpm, ddim or dpmpp (default: the config's)")
-    parser.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: segment_frames)")
+    parser.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: the config's inference_frames)")
     parser.add_argument("--seed", type=int, default=0, help="key i is sampled with seed + i")
     parser.add_argument("--prior_steps", type=int, default=64, help="prior sampling steps")
     parser.add_argument("--prior_sampler", default="ddim", help="prior sampler")

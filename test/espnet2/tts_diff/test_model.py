@@ -161,6 +161,10 @@ def test_inference_shapes_and_attributes():
     assert out["feat_gen"].shape == (21, N_MELS)
     out = model.inference(torch.tensor([1]), feats=torch.zeros(17, N_MELS), spembs=torch.randn(3, DIM), seed=0)
     assert out["feat_gen"].shape == (17, N_MELS)
+    longer = _model(inference_frames=2 * SEG).eval()  # trained on SEG-frame crops, generates 2 * SEG by default
+    assert longer.inference(torch.tensor([1]), spembs=torch.randn(DIM), seed=0)["feat_gen"].shape == (2 * SEG, N_MELS)
+    with pytest.raises(ValueError, match="inference_frames"):
+        _model(inference_frames=0)
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))

@@ -309,7 +309,7 @@ def main(cmd=None) -> int:
         tts = paper_model(args.config, device)
         nparams = sum(p.numel() for p in tts.parameters())
         print(f"model: {args.config.name} random weights ({nparams / 1e6:.1f} M parameters), timing only, on {device}")
-        frames = args.num_frames or tts.segment_frames
+        frames = args.num_frames or tts.inference_frames
         gen_emb = torch.randn(8, tts.spk_embed_dim, generator=torch.Generator().manual_seed(args.seed))
         conds = list(gen_emb)
 
