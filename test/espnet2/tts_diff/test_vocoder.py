@@ -136,7 +136,7 @@ def test_mel_only_warmup_then_gan_turns_and_the_count_resumes():
     for step in range(2):
         assert model.warming_up
         out = model(**batch, forward_generator=False)  # the discriminator turn does nothing
-        assert out["optim_idx"] == 1 and float(out["loss"]) == 0.0 and model._cache is None
+        assert out["optim_idx"] == 1 and float(out["loss"].detach()) == 0.0 and model._cache is None
         out["loss"].backward()
         assert all(g is None for g in _grads(model.discriminator))
         opt_d.step()
@@ -144,7 +144,7 @@ def test_mel_only_warmup_then_gan_turns_and_the_count_resumes():
         assert out["optim_idx"] == 0
         stats = out["stats"]
         assert "generator_adv_loss" not in stats
-        assert float(stats["generator_loss"]) == float(stats["generator_mel_loss"]) == float(out["loss"]) > 0
+        assert float(stats["generator_loss"]) == float(stats["generator_mel_loss"]) == float(out["loss"].detach()) > 0
         out["loss"].backward()
         assert all(g is not None for g in _grads(model.generator))
         assert all(g is None for g in _grads(model.discriminator))
@@ -154,7 +154,7 @@ def test_mel_only_warmup_then_gan_turns_and_the_count_resumes():
     assert not model.warming_up
     out = model(**batch, forward_generator=False)  # now a real discriminator turn
     out["loss"].backward()
-    assert float(out["loss"]) > 0 and all(g is not None for g in _grads(model.discriminator))
+    assert float(out["loss"].detach()) > 0 and all(g is not None for g in _grads(model.discriminator))
     out = model(**batch, forward_generator=True)
     assert "generator_adv_loss" in out["stats"] and int(model.generator_steps) == 3
     # The count is part of the checkpoint: a resumed model is past the warm-up too.
