@@ -137,49 +137,56 @@ class ProbeClassifier(torch.nn.Module):
         return self.classifier(emb), emb
 
 
-def _pad(wavs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long)
-    out = torch.zeros(len(wavs), int(lengths.max()))
-    for i, w in enumerate(wavs):
-        out[i, : w.numel()] = w
+def _pad(items: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad along the first axis: ``(N, T_max, ...)`` and the lengths ``(N,)``."""
+    lengths = torch.tensor([len(x) for x in items], dtype=torch.long)
+    out = torch.zeros(len(items), int(lengths.max()), *items[0].shape[1:])
+    for i, x in enumerate(items):
+        out[i, : len(x)] = x
     return out, lengths
 
 
-def _as_tensors(wavs: Sequence[WavLike]) -> List[torch.Tensor]:
+def _as_tensors(items: Sequence[WavLike], n_mels: Optional[int] = None) -> List[torch.Tensor]:
+    """Float tensors: non-empty waveforms ``(T,)``, or with ``n_mels`` log-mels ``(T, n_mels)``."""
     out = []
-    for i, w in enumerate(wavs):
-        w = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w, dtype=torch.float32)
-        if w.dim() != 1 or w.numel() == 0:
-            raise ValueError(f"waveform {i} must be a non-empty 1-D array, got shape {tuple(w.shape)}")
-        out.append(w)
+    for i, x in enumerate(items):
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+        if n_mels is None and (x.dim() != 1 or x.numel() == 0):
+            raise ValueError(f"waveform {i} must be a non-empty 1-D array, got shape {tuple(x.shape)}")
+        if n_mels is not None and (x.dim() != 2 or len(x) == 0 or x.shape[1] != n_mels):
+            raise ValueError(f"mel {i} must be a non-empty (T, {n_mels}) array, got shape {tuple(x.shape)}")
+        out.append(x)
     return out
 
 
 @torch.no_grad()
 def probe_outputs(
-    probe: ProbeClassifier, wavs: Sequence[WavLike], batch_size: int = 16
+    probe: ProbeClassifier, wavs: Sequence[WavLike], batch_size: int = 16, mels: bool = False
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits and embeddings of whole clips in eval mode.
 
     Args:
         probe: The probe (its mode is restored afterwards).
-        wavs: N waveforms of any lengths (1-D arrays at ``probe.fs``).
+        wavs: N waveforms of any lengths (1-D arrays at ``probe.fs``), or with ``mels`` N log10 mels
+            ``(T, n_mels)`` of the probe's front-end (:meth:`ProbeClassifier.forward_feats`).
         batch_size: Clips per forward pass (clips of similar length are batched together).
+        mels: Whether ``wavs`` are log-mels.
 
     Returns:
         Tuple of logits ``(N, num_classes)`` and embeddings ``(N, embed_dim)`` in input order.
     """
-    tensors = _as_tensors(wavs)
+    tensors = _as_tensors(wavs, probe.feats.get_parameters()["n_mels"] if mels else None)
+    forward = probe.forward_feats if mels else probe
     was_training = probe.training
     probe.eval()
-    order = sorted(range(len(tensors)), key=lambda i: tensors[i].numel())
+    order = sorted(range(len(tensors)), key=lambda i: len(tensors[i]))
     device = next(probe.parameters()).device
     logits = torch.zeros(len(tensors), probe.num_classes)
     embs = torch.zeros(len(tensors), probe.embed.out_features)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         x, lens = _pad([tensors[i] for i in idx])
-        lo, em = probe(x.to(device), lens.to(device))
+        lo, em = forward(x.to(device), lens.to(device))
         logits[idx], embs[idx] = lo.cpu(), em.cpu()
     probe.train(was_training)
     return logits, embs

@@ -153,10 +153,9 @@ def run_train(args) -> None:
     logging.info("trained in %.1f s; wrote %s", report["wall_seconds"], args.output)
 
 
-def mel_outputs(probe, table: Dict[str, str], source: Path, keys: Sequence[str], batch_size: int):
-    """The probe's ``(logits, embeddings)`` for the log10 mels ``(T, n_mels)`` of ``keys`` in an npy scp."""
+def read_mels(table: Dict[str, str], source: Path, keys: Sequence[str], n_mels: int) -> list:
+    """The finite ``(T, n_mels)`` arrays of ``keys`` in an npy scp."""
     import numpy as np
-    import torch
 
     mels = []
     for key in keys:
@@ -165,23 +164,11 @@ def mel_outputs(probe, table: Dict[str, str], source: Path, keys: Sequence[str],
         try:
             mel = np.load(table[key])
         except (OSError, ValueError) as err:
-            raise ValueError(f"{table[key]}: not an npy array ({err})") from err
-        n_mels = probe.feats.get_parameters()["n_mels"]
-        if mel.ndim != 2 or mel.shape[1] != n_mels or not np.isfinite(mel).all():
+            raise ValueError(f"{table[key]}: cannot read an npy array ({err})") from err
+        if mel.ndim != 2 or len(mel) == 0 or mel.shape[1] != n_mels or not np.isfinite(mel).all():
             raise ValueError(f"{table[key]}: expected a finite (T, {n_mels}) log-mel, got shape {mel.shape}")
-        mels.append(torch.from_numpy(mel.astype(np.float32)))
-    logits, embs = [], []
-    with torch.no_grad():
-        for i in range(0, len(mels), batch_size):
-            chunk = mels[i : i + batch_size]
-            lens = torch.tensor([len(m) for m in chunk])
-            batch = torch.zeros(len(chunk), int(lens.max()), chunk[0].shape[1])
-            for j, m in enumerate(chunk):
-                batch[j, : len(m)] = m
-            out = probe.forward_feats(batch, lens)
-            logits.append(out[0])
-            embs.append(out[1])
-    return torch.cat(logits), torch.cat(embs)
+        mels.append(mel)
+    return mels
 
 
 def run_evaluate(args) -> None:
@@ -228,7 +215,9 @@ def run_evaluate(args) -> None:
         "reference": str(args.ref_dir),
     }
     if args.gen_mel_scp is not None:
-        mel_logits, mel_emb = mel_outputs(probe, read_table(args.gen_mel_scp), args.gen_mel_scp, list(gen), args.batch_size)
+        n_mels = probe.feats.get_parameters()["n_mels"]
+        mels = read_mels(read_table(args.gen_mel_scp), args.gen_mel_scp, list(gen), n_mels)
+        mel_logits, mel_emb = probe_outputs(probe, mels, args.batch_size, mels=True)
         mel_pred = mel_logits.argmax(1).tolist()
         result["mel_relevance"] = sum(p == t for p, t in zip(mel_pred, target)) / len(mel_pred)
         result["mel_probe_fd"] = frechet_distance(mel_emb, ref_emb)

@@ -119,6 +119,16 @@ def test_forward_feats_is_forward_on_the_probes_own_mel():
         _, emb_full = probe.forward_feats(feats)  # no lengths: every frame counts
     assert torch.equal(logits, logits_f) and torch.equal(emb, emb_f)
     assert torch.equal(emb_full[0], emb[0]) and not torch.allclose(emb_full[1], emb[1])
+    # probe_outputs batches log-mels of different lengths the way it batches waveforms
+    clips = [x[0], x[1, :5000]]
+    mels = [probe.feats(c[None], torch.tensor([len(c)]))[0][0] for c in clips]
+    lo_w, em_w = probe_outputs(probe, clips, batch_size=2)
+    lo_m, em_m = probe_outputs(probe, mels, batch_size=2, mels=True)
+    # (equal up to the STFT edge frames of the zero-padded shorter waveform)
+    torch.testing.assert_close(lo_m, lo_w, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(em_m, em_w, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"mel 0 must be a non-empty \(T, "):
+        probe_outputs(probe, [torch.zeros(4, 7)], mels=True)
 
 
 def test_probe_learns_three_tones_and_relevance():
