@@ -119,6 +119,14 @@ def test_inference_errors_are_one_line(tmp_path, data, capsys):
     assert _infer(exp, data, tmp_path / "o") == 2  # a query model without queries
     assert "query embeddings" in capsys.readouterr().err
     assert not (tmp_path / "o" / "spk1.scp").exists()
+    # Weights are loaded weights-only: a checkpoint that needs pickle code execution is refused.
+    state = torch.load(exp / "model.pth", weights_only=True)
+    torch.save({**state, "extra": CLIPSepTask}, exp / "model.pth")  # a class: needs arbitrary unpickling
+    query = ("--data_path_and_name_and_type", f"{data / 'query1.scp'},query1,npy")
+    assert _infer(exp, data, tmp_path / "o", *query) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.pth: checkpoint needs pickle code execution to load; refused" in err[0]
+    assert not (tmp_path / "o" / "spk1.scp").exists()
 
 
 def test_pack_reloads_identically_through_the_model_zoo(tmp_path):
