@@ -8,7 +8,8 @@
 #  4. mixtures       fixed valid/test mixtures (item i draws its interferer with random.seed(i)); shape files
 #  5. training       per config, ESPnet's trainer through our task (on-the-fly training mixtures; resumable)
 #  6. inference      per config and query modality (text, image; PIT: both outputs)
-#  7. scoring        SDR / SDRi / SI-SDRi (museval, window=inf; mean, SEM, median; near-silent items skipped)
+#  7. scoring        SDR / SDRi / SI-SDRi (museval, window=inf; mean, SEM, median; near-silent items skipped);
+#                    the mixtures' own scores are computed once per test set (<expdir>/score_mix_<set>.tsv)
 #  8. report         RESULTS.md, spectrogram PNGs and one HTML page with audio players
 #  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
 set -euo pipefail
@@ -308,7 +309,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
                 [ "${q}" = oracle ] && inf+=(--inf_scp "${dir}/spk2.scp" --oracle_select)
                 ${python} -m espnet2.enh.clipsep.bin.score --mix_scp "${mdir}/wav.scp" \
                     --ref_scp "${mdir}/spk1.scp" --ref_scp "${mdir}/spk2.scp" "${inf[@]}" \
-                    --output_dir "${dir}/score" --nj "${nj}"
+                    --output_dir "${dir}/score" --nj "${nj}" --mix_cache "${expdir}/score_mix_${dset}.tsv"
             done < <(infer_dirs "${config}" "${dset}")
         done
     done

@@ -12,9 +12,12 @@ estimates reach it (museval then returns inf or an arbitrary 200-600 dB), and fi
 meaningful and ``summary.json`` standard JSON.
 
 Items whose target, interferer, mixture or estimate is near-silent (``sum|x| <= 1e-5``) are skipped and counted.
-This module also owns the score directory format (``per_item.tsv``, ``skipped.txt``, ``summary.json``).
+This module also owns the score directory format (``per_item.tsv``, ``skipped.txt``, ``summary.json``) and the
+mixture-score cache (``sdr_mix`` / ``si_sdr_mix`` per item, keyed by a digest of the trimmed signals), which lets
+every system scored on one test set reuse the mixture's BSS-Eval call instead of repeating it.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -110,6 +113,11 @@ class ItemJob:
     refs: Tuple[str, str]
     infs: List[str]
     oracle_select: bool = False
+    mix_cached: Optional[Tuple[str, float, float]] = None  # (digest, sdr_mix, si_sdr_mix) from a cache
+
+
+MixScores = Dict[str, Tuple[str, float, float]]  # key -> (digest, sdr_mix, si_sdr_mix)
+MIX_CACHE_COLUMNS = ("key", "digest", "sdr_mix", "si_sdr_mix")
 
 
 @dataclass
@@ -121,10 +129,21 @@ class ItemResult:
     chosen: int = 0
     skipped: Optional[str] = None
     mix_model: str = "other"  # "sum" (mix = s1 + s2), "half" (mix = (s1 + s2) / 2) or "other"
+    mix_digest: Optional[str] = None  # digest of the trimmed (mix, s1, s2) the mixture scores belong to
 
 
 def _silent(x: np.ndarray) -> bool:
     return float(np.sum(np.abs(x))) <= SILENCE
+
+
+def signals_digest(*signals: np.ndarray) -> str:
+    """SHA-1 over the dtype, shape and bytes of each signal: what a cached mixture score is valid for."""
+    h = hashlib.sha1()
+    for x in signals:
+        x = np.ascontiguousarray(x)
+        h.update(f"{x.dtype.str}{x.shape}".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 def mixture_model(mix: np.ndarray, s1: np.ndarray, s2: np.ndarray, tol: float = 1e-2) -> str:
@@ -169,13 +188,59 @@ def score_item(job: ItemJob) -> ItemResult:
     if not scored:
         return ItemResult(job.key, skipped="silent estimate")
     sdr, chosen, est, sir, sar = max(scored, key=lambda t: (t[0], -t[1]))
-    sdr_mix, _, _ = bss_target(s1, s2, mix, mix)
-    si, si_mix = si_sdr(est, s1), si_sdr(mix, s1)
+    digest = signals_digest(mix, s1, s2)
+    if job.mix_cached is not None and job.mix_cached[0] == digest:
+        sdr_mix, si_mix = job.mix_cached[1], job.mix_cached[2]
+    else:
+        sdr_mix, _, _ = bss_target(s1, s2, mix, mix)
+        si_mix = si_sdr(mix, s1)
+    si = si_sdr(est, s1)
     metrics = dict(
         sdr=sdr, sir=sir, sar=sar, sdr_mix=sdr_mix, sdri=sdr - sdr_mix, si_sdr=si, si_sdr_mix=si_mix,
         si_sdri=si - si_mix,
     )  # fmt: skip
-    return ItemResult(job.key, metrics=metrics, chosen=chosen, mix_model=mixture_model(mix, s1, s2))
+    return ItemResult(
+        job.key, metrics=metrics, chosen=chosen, mix_model=mixture_model(mix, s1, s2), mix_digest=digest
+    )
+
+
+def read_mix_cache(path: Path) -> MixScores:
+    """The mixture scores of a cache file written by :func:`write_mix_cache` (empty if the file is absent).
+
+    Raises ``ValueError`` naming the file and line when it is malformed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != MIX_CACHE_COLUMNS:
+        raise ValueError(f"{path}: header is not {' '.join(MIX_CACHE_COLUMNS)} (delete the file to rebuild it)")
+    cache: MixScores = {}
+    for lineno, line in enumerate(lines[1:], 2):
+        cells = line.split("\t")
+        try:
+            if len(cells) != len(MIX_CACHE_COLUMNS) or len(cells[1]) != 40:
+                raise ValueError
+            cache[cells[0]] = (cells[1], float(cells[2]), float(cells[3]))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: expected key, 40-digit digest, sdr_mix, si_sdr_mix") from None
+    return cache
+
+
+def write_mix_cache(path: Path, cache: MixScores, results: Sequence[ItemResult]) -> MixScores:
+    """Adds the mixture scores of the scored ``results`` to ``cache`` and writes it atomically to ``path``.
+
+    Values are stored with ``repr`` precision, so a cached item scores exactly as a fresh one.
+    """
+    merged = dict(cache)
+    for r in results:
+        if r.skipped is None and r.mix_digest is not None:
+            merged[r.key] = (r.mix_digest, r.metrics["sdr_mix"], r.metrics["si_sdr_mix"])
+    rows = ["\t".join(MIX_CACHE_COLUMNS)]
+    rows += [f"{k}\t{d}\t{a!r}\t{b!r}" for k, (d, a, b) in sorted(merged.items())]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(path), "\n".join(rows) + "\n")
+    return merged
 
 
 def summarize(values: Sequence[float]) -> Dict[str, Optional[float]]:

@@ -10,6 +10,8 @@ Examples:
     # PIT baseline: keep, per item, the output with the highest SDR against the target
     python -m espnet2.enh.clipsep.bin.score ... --inf_scp exp/pit/infer/spk1.scp \\
         --inf_scp exp/pit/infer/spk2.scp --oracle_select --output_dir exp/pit/score
+    # Several systems on one test set: the mixture's scores are computed once and reused
+    python -m espnet2.enh.clipsep.bin.score ... --mix_cache exp/score_mix_test.tsv
 """
 
 import argparse
@@ -20,7 +22,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet2.enh.clipsep.kaldi_table import read_table
-from espnet2.enh.clipsep.scoring import ItemJob, ItemResult, build_summary, score_item, write_score_dir
+from espnet2.enh.clipsep.scoring import (
+    ItemJob,
+    ItemResult,
+    MixScores,
+    build_summary,
+    read_mix_cache,
+    score_item,
+    write_mix_cache,
+    write_score_dir,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -47,6 +58,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--allow_missing", action="store_true",
         help="score only keys present in every scp instead of failing on the first missing key",
     )  # fmt: skip
+    parser.add_argument(
+        "--mix_cache", type=Path, default=None,
+        help="TSV of the mixtures' own scores (sdr_mix, si_sdr_mix), read if present and updated: items whose "
+             "mixture and references are unchanged (same digest) reuse them instead of a second BSS-Eval call",
+    )  # fmt: skip
     parser.add_argument("--nj", type=int, default=1, help="worker processes")
     parser.add_argument(
         "--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level"
@@ -55,7 +71,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def build_jobs(
-    mix_scp: Path, ref_scps: Sequence[Path], inf_scps: Sequence[Path], oracle_select: bool, allow_missing: bool
+    mix_scp: Path,
+    ref_scps: Sequence[Path],
+    inf_scps: Sequence[Path],
+    oracle_select: bool,
+    allow_missing: bool,
+    mix_cache: Optional[MixScores] = None,
 ) -> List[ItemJob]:
     """One :class:`ItemJob` per key, in sorted key order, after checking that the scps list the same keys.
 
@@ -81,7 +102,10 @@ def build_jobs(
     if not common:
         raise ValueError("no key is present in every scp")
     mix, s1, s2, *infs = tables
-    return [ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select) for k in common]
+    cache = mix_cache or {}
+    return [
+        ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select, cache.get(k)) for k in common
+    ]
 
 
 def run_jobs(jobs: Sequence[ItemJob], nj: int) -> List[ItemResult]:
@@ -108,7 +132,8 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     try:
         if args.nj < 1:
             raise ValueError("--nj must be >= 1")
-        jobs = build_jobs(args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing)
+        cache = read_mix_cache(args.mix_cache) if args.mix_cache is not None else None
+        jobs = build_jobs(args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing, cache)
         results = run_jobs(jobs, args.nj)
         summary = build_summary(
             results,
@@ -119,6 +144,13 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
             ),
         )  # fmt: skip
         write_score_dir(args.output_dir, results, summary)
+        if args.mix_cache is not None:
+            reused = sum(
+                r.mix_digest is not None and j.mix_cached is not None and j.mix_cached[0] == r.mix_digest
+                for j, r in zip(jobs, results)
+            )
+            write_mix_cache(args.mix_cache, cache, results)
+            logging.info("mixture scores: %d of %d reused from %s", reused, len(jobs), args.mix_cache)
         if summary["mixture_model"]["half"]:
             logging.warning(
                 "%d items have mix = (s1 + s2) / 2 with unscaled references: museval's SDR is gain-sensitive, so an "

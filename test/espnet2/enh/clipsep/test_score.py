@@ -12,7 +12,16 @@ import soundfile
 from fast_bss_eval.numpy import si_sdr as fbe_si_sdr
 
 from espnet2.enh.clipsep.bin import score
-from espnet2.enh.clipsep.scoring import DB_CAP, load_audio, read_score_dir, si_sdr, summarize
+from espnet2.enh.clipsep.scoring import (
+    DB_CAP,
+    MIX_CACHE_COLUMNS,
+    load_audio,
+    read_mix_cache,
+    read_score_dir,
+    si_sdr,
+    summarize,
+    write_text_atomic,
+)
 
 FS = 8000
 KEYS = ("utt_a", "utt_b", "utt_c")
@@ -108,6 +117,47 @@ def test_oracle_select_picks_target_output(data):
     assert swapped == {k: dict(r, chosen=1) for k, r in plain.items()}
 
 
+def test_mix_cache_reuses_the_mixture_scores_exactly(data, capsys):
+    rng = np.random.default_rng(5)
+    est = _write_set(data["root"], "est", {k: _partial(data, k, rng) for k in KEYS})
+    cache = data["root"] / "cache" / "score_mix.tsv"
+    _, plain = _run(data, "plain", "--inf_scp", str(est))
+    _, first = _run(data, "first", "--inf_scp", str(est), "--mix_cache", str(cache))
+    assert first == plain and cache.is_file()
+    lines = cache.read_text().splitlines()
+    assert lines[0].split("\t") == list(MIX_CACHE_COLUMNS) and len(lines) == 1 + len(KEYS)
+    # A second system reuses the cached values: the scores are identical to a fresh computation ...
+    other = _write_set(data["root"], "other", {k: _partial(data, k, rng) for k in KEYS})
+    _, fresh = _run(data, "fresh", "--inf_scp", str(other))
+    _, cached = _run(data, "cached", "--inf_scp", str(other), "--mix_cache", str(cache))
+    assert cached == fresh
+    # ... and really come from the cache: a doctored value with the right digest is taken as is.
+    table = read_mix_cache(cache)
+    digest, sdr_mix, si_mix = table["utt_a"]
+    write_text_atomic(cache, cache.read_text().replace(f"{digest}\t{sdr_mix!r}", f"{digest}\t-50.0"))
+    _, doctored = _run(data, "doctored", "--inf_scp", str(other), "--mix_cache", str(cache))
+    assert doctored["utt_a"]["sdr_mix"] == -50.0
+    assert doctored["utt_a"]["sdri"] == pytest.approx(fresh["utt_a"]["sdr"] + 50.0, abs=1e-5)
+    assert doctored["utt_b"] == fresh["utt_b"]
+    # A changed mixture no longer matches its digest and is scored afresh.
+    mix = dict(data["mix"], utt_a=data["mix"]["utt_a"] * 0.5)
+    args = list(data["args"])
+    args[1] = str(_write_set(data["root"], "mix_changed", mix))
+    out = data["root"] / "changed"
+    assert score.main([*args, "--inf_scp", str(other), "--mix_cache", str(cache), "--output_dir", str(out)]) == 0
+    _, changed = read_score_dir(out)
+    assert changed["utt_a"]["sdr_mix"] != -50.0 and read_mix_cache(cache)["utt_a"][0] != digest
+    # A malformed cache is one clear error line naming the file, and nothing is written.
+    cache.write_text("key\tdigest\tsdr_mix\tsi_sdr_mix\nutt_a\tnot-a-digest\t1.0\t2.0\n")
+    capsys.readouterr()
+    bad_out = data["root"] / "bad"
+    assert score.main([*data["args"], "--inf_scp", str(est), "--mix_cache", str(cache),
+                       "--output_dir", str(bad_out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{cache}:2: expected key, 40-digit digest" in err[0]
+    assert not bad_out.exists()
+
+
 def test_silent_target_is_skipped_and_counted(data, tmp_path):
     s1 = dict(data["s1"], utt_b=np.zeros(FS))
     args = list(data["args"])
@@ -177,6 +227,7 @@ def test_si_sdr_perfect_is_capped():
 def test_help_lists_options_with_defaults():
     out = subprocess.run([sys.executable, "-m", "espnet2.enh.clipsep.bin.score", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for opt in ("--mix_scp", "--ref_scp", "--inf_scp", "--oracle_select", "--output_dir", "--allow_missing", "--nj"):
+    for opt in ("--mix_scp", "--ref_scp", "--inf_scp", "--oracle_select", "--output_dir", "--allow_missing", "--nj",
+                "--mix_cache"):
         assert opt in out
     assert "(default: 1)" in out
