@@ -44,7 +44,6 @@ STEPS = 300
 BATCH = 8
 NUM_TEST = 48
 MIN_SDRI_DB = 3.0
-MAX_SECONDS = 60.0
 
 
 def _envelope(starts: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
@@ -201,5 +200,5 @@ def test_clipsep_learns_to_separate_queried_source():
     assert last < 0.7 * first, message
     assert mean_sdri > MIN_SDRI_DB, message
     assert float(si_sdri.mean()) > MIN_SDRI_DB, message
+    # The time is printed, not asserted: speed targets live in benchmarks (the machines are shared).
     assert float(wrong.mean()) < 0.0, message  # the query, not the mixture, decides what comes out
-    assert elapsed < MAX_SECONDS, message
