@@ -69,15 +69,13 @@ def verify_pack(path: PathLike, model_file: PathLike) -> int:
     """
     import torch
 
-    from espnet2.enh.clipsep.separate import load_weights
+    from espnet2.enh.clipsep.separate import build_model_weights_only
     from espnet2.enh.clipsep.task import CLIPSepTask
 
     reference = torch.load(model_file, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory(prefix="clipsep-pack-") as cache:
         info = unpack_model(path, cache)
-        # Built without weights, then loaded weights-only (ESPnet's loader unpickles with weights_only=False).
-        model, _ = CLIPSepTask.build_model_from_file(info["train_config"], None, "cpu")
-        model.load_state_dict(load_weights(Path(info["model_file"])), strict=False)
+        model, _ = build_model_weights_only(CLIPSepTask, info["train_config"], info["model_file"], strict=False)
         state = model.state_dict()
     if set(state) != set(reference):
         diff = sorted(set(state) ^ set(reference))

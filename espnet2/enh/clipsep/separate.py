@@ -233,6 +233,18 @@ def load_weights(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
+def build_model_weights_only(task, train_config, model_file, device: str = "cpu", strict: bool = True):
+    """``task.build_model_from_file`` without its unpickling: the model is built from ``train_config`` alone and
+    ``model_file`` is loaded with :func:`load_weights` (ESPnet's loader uses ``weights_only=False``).
+
+    Returns:
+        ``(model, train_args)`` as ``build_model_from_file`` gives them.
+    """
+    model, args = task.build_model_from_file(train_config, None, device)
+    model.load_state_dict(load_weights(Path(model_file)), strict=strict)
+    return model, args
+
+
 def build_model(files: ModelFiles) -> Tuple[torch.nn.Module, argparse.Namespace]:
     """Build the model with ``CLIPSepTask`` and load its weights strictly (weights only), on CPU, eval mode."""
     from espnet2.enh.clipsep.task import CLIPSepTask

@@ -121,7 +121,7 @@ def main(cmd=None) -> int:
         import torch
 
         from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
-        from espnet2.enh.clipsep.separate import load_weights
+        from espnet2.enh.clipsep.separate import build_model_weights_only
         from espnet2.tts_diff.task import TTSDiffTask
 
         if args.num_threads > 0:
@@ -132,9 +132,7 @@ def main(cmd=None) -> int:
         for p in (args.train_config, args.model_file):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: file not found")
-        # Built without weights, then loaded weights-only (ESPnet's loader unpickles with weights_only=False).
-        model, _ = TTSDiffTask.build_model_from_file(args.train_config, None, device)
-        model.load_state_dict(load_weights(args.model_file), strict=True)
+        model, _ = build_model_weights_only(TTSDiffTask, args.train_config, args.model_file, device)
         model.eval()
         tts = model.tts
         if getattr(tts, "vocoder", None) is None:

@@ -75,7 +75,7 @@ def verify_pack(path: Path, model_file: Path) -> Tuple[int, int]:
     import torch
 
     from espnet2.enh.clipsep.packing import unpack_model
-    from espnet2.enh.clipsep.separate import load_weights
+    from espnet2.enh.clipsep.separate import build_model_weights_only
     from espnet2.tts_diff.prior import load_prior
     from espnet2.tts_diff.task import TTSDiffTask
 
@@ -85,9 +85,7 @@ def verify_pack(path: Path, model_file: Path) -> Tuple[int, int]:
         outside = _outside_files(Path(info["train_config"]), Path(cache))
         if outside:
             raise ValueError(f"{path}: the packed config names files that are not in the pack: {outside}")
-        # Built without weights, then loaded weights-only (ESPnet's loader unpickles with weights_only=False).
-        model, _ = TTSDiffTask.build_model_from_file(info["train_config"], None, "cpu")
-        model.load_state_dict(load_weights(Path(info["model_file"])), strict=False)
+        model, _ = build_model_weights_only(TTSDiffTask, info["train_config"], info["model_file"], strict=False)
         state = model.state_dict()
         priors = [p for p in Path(cache).rglob("*.pt") if p.parent.name == "prior" and p.with_suffix(".yaml").is_file()]
         for p in priors:

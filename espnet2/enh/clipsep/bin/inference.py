@@ -79,7 +79,7 @@ def inference(
     from tqdm import tqdm
 
     from espnet2.enh.clipsep.model import QUERY_RE
-    from espnet2.enh.clipsep.separate import load_weights
+    from espnet2.enh.clipsep.separate import build_model_weights_only
     from espnet2.enh.clipsep.task import CLIPSepTask
 
     for path in (train_config, model_file):
@@ -89,9 +89,7 @@ def inference(
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: file not found")
     device = "cuda" if ngpu > 0 else "cpu"
-    # Built without weights, then loaded weights-only (ESPnet's loader unpickles with weights_only=False).
-    model, train_args = CLIPSepTask.build_model_from_file(train_config, None, device)
-    model.load_state_dict(load_weights(model_file), strict=True)
+    model, train_args = build_model_weights_only(CLIPSepTask, train_config, model_file, device)
     model.to(dtype=getattr(torch, dtype)).eval()
     configure_separator(model.separator, mask_type, mask_threshold, remove)
     fs = int((getattr(train_args, "preprocessor_conf", None) or {}).get("fs", 16000))
