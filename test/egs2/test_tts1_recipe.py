@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 RECIPE = Path(__file__).resolve().parents[2] / "egs2" / "clipsep" / "tts1"
 TOOLS = ("ffmpeg", "ffprobe", "fluidsynth", "espeak-ng")
 CLASSES = ("piano", "violin", "canary", "drums")
 PER_CLASS = 2
-SEGMENT_FRAMES, HOP, N_MELS = 128, 512, 64  # conf/tiny/train_clipsonic.yaml: generated length, mel hop, bands
+HOP, N_MELS = 512, 64  # conf/tiny/train_clipsonic.yaml: mel hop, bands
+# the generated length: the tiny config's inference_frames (whole clips, apart from the training crop)
+TINY_CONF = yaml.safe_load((RECIPE / "conf" / "tiny" / "train_clipsonic.yaml").read_text())
+GEN_FRAMES = TINY_CONF["tts_conf"]["inference_frames"]
 
 
 def _run(args, tmp, timeout=1200):
@@ -36,6 +40,8 @@ def _run(args, tmp, timeout=1200):
         "--prior_opts", "--steps 20 --d_model 32 --num_layers 1",
         "--probe_opts", "--epochs 2",
         "--gen_args", "--steps 3", "--max_per_class", str(PER_CLASS),
+        "--benchmark_opts", "--max_per_class 1 --grid ddpm:6 ddim:2 dpmpp:2,3 --guidances 0 1.5 --sweep_steps 2 "
+                            "--num_timed 1 --num_frames 8",
     ]  # fmt: skip
     proc = subprocess.run(["./run.sh", *base, *args], cwd=RECIPE, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
@@ -89,9 +95,9 @@ def test_generated_audio(recipe):
         for line in lines:
             key, path = line.split()
             wav, fs = sf.read(path)
-            assert fs == 16000 and wav.shape == (SEGMENT_FRAMES * HOP,) and np.isfinite(wav).all()
+            assert fs == 16000 and wav.shape == (GEN_FRAMES * HOP,) and np.isfinite(wav).all()
             mel = np.load(mels[key])  # the de-normalised log10 mel the vocoder was given
-            assert mel.shape == (SEGMENT_FRAMES, N_MELS) and np.isfinite(mel).all()
+            assert mel.shape == (GEN_FRAMES, N_MELS) and np.isfinite(mel).all()
     gt_mels = dict(line.split() for line in (gen / "gen_test_gt" / "mel.scp").read_text().splitlines())
     for line in (gen / "gen_test_gt" / "wav.scp").read_text().splitlines():
         key, path = line.split()
@@ -117,6 +123,16 @@ def test_results_table(recipe):
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results and "train generator (concurrent)" in results  # run.sh: --train_jobs 2
+    # the sampler benchmark (stage 7): the steps table and the guidance sweep, one IQ query per class
+    bench = tmp / "exp" / "tts_clipsonic_vocoder" / "benchmark_samplers_test"
+    assert "## Sampler benchmark" in results and "### Samplers (w = 1.5)" in results, results
+    steps_rows = re.findall(rf"^\| (DDPM|DDIM|DPM-Solver\+\+) \| (\d+) \| 1\.5 \| {number} \| n/a \| {number} \| {number} \|",
+                            results, re.M)  # fmt: skip
+    assert [(name, int(n)) for name, n, *_ in steps_rows] == [("DDPM", 6), ("DDIM", 2), ("DPM-Solver++", 2),
+                                                              ("DPM-Solver++", 3)], results  # fmt: skip
+    assert f"{len(CLASSES)} IQ queries" in results and f"{bench}/samplers.png" in results
+    assert "goal: n/a (needs DDPM-1000" in results  # the reduced grid has no DDPM-1000 baseline
+    assert (bench / "samplers.png").stat().st_size > 0 and (bench / "guidance.png").stat().st_size > 0
 
 
 def test_pack_reloads_offline_and_generates(recipe, tmp_path):

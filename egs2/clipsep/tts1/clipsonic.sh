@@ -10,10 +10,11 @@
 #  5. vocoder        HiFi-GAN on the generator's normalised mel (ESPnet's GAN-TTS trainer, mel_hifigan)
 #  6. probe          the offline evaluation classifier (the only place labels are used)
 #  7. generation     vocoder embedded into the generator; IQ / ZS / PD for the test queries and the
-#                    ground-truth resynthesis through the vocoder
+#                    ground-truth resynthesis through the vocoder; alongside, the sampler benchmark (DDPM-1000
+#                    vs DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false skips it)
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder)
-#  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; stage wall times)
+#  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads).
 set -euo pipefail
@@ -58,12 +59,14 @@ vocoder_config=conf/tuning/train_vocoder.yaml # vocoder config
 vocoder_args=           # extra vocoder training options
 probe_opts=             # extra options of espnet2.tts_diff.bin.probe train (e.g. --epochs 30)
 resume=true             # resume interrupted trainings from their checkpoints
-inference_model=valid.loss.best.pth          # generator checkpoint used for generation and packing
+inference_model=latest.pth   # generator checkpoint to generate with and pack: the last (EMA); random-t valid loss is noise
 vocoder_model=valid.generator_mel_loss.best.pth   # vocoder checkpoint embedded into the generator
 # Generation, evaluation, report
 gen_modes="iq zs pd"    # query modes: iq (test image), zs (label text), pd (label text -> prior)
 max_per_class=0         # test queries per class (0: every test clip)
 gen_args=               # extra options of espnet2.tts_diff.bin.generate_set (e.g. --steps 50 --guidance 3)
+benchmark=true          # stage 7 also runs local/benchmark_samplers.py on IQ queries (steps table, guidance sweep)
+benchmark_opts=         # its extra options (e.g. --max_per_class 1 --grid ddpm:1000 dpmpp:10,25)
 results=RESULTS.md      # the results table
 skip_pack=false         # skip stage 10
 help_message="Usage: $0 [options]   (stages: see the head of this file)"
@@ -258,13 +261,24 @@ generate_one() {  # generate_one MODE
 }
 for mode in ${gen_modes}; do eval "generate_${mode}() { generate_one ${mode}; }"; done
 generate_gt() { generate_one gt; }
+bench_dir=${final_exp}/benchmark_samplers_${test_set}
+benchmark_samplers() {
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${bench_dir}/benchmark.log" ${python} local/benchmark_samplers.py --model "${final_exp}" \
+        --probe "${probe}" --queries "${raw}/${test_set}/spembs.scp" --mode iq --utt2label "${raw}/${test_set}/utt2label" \
+        --references "${datadir}/${test_set}/wav.scp" --device "${device}" --threads "${gen_threads}" \
+        --out_dir "${bench_dir}" ${benchmark_opts} \
+        || { log "error: the sampler benchmark failed; see ${bench_dir}/benchmark.log"; tail -n 5 "${bench_dir}/benchmark.log" >&2; return 1; }
+    log "Stage 7: sampler benchmark: $(grep -o 'goal.*' "${bench_dir}/results.md" | head -n 1)"
+}
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-    stage_start 7 "generation: embed the vocoder (${final_exp}), ${gen_modes} for the ${test_set} queries, GT resynthesis"
+    stage_start 7 "generation: embed the vocoder (${final_exp}), ${gen_modes} for the ${test_set} queries, GT resynthesis$(${benchmark} && echo ", sampler benchmark")"
     ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
         --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
         --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
-    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
+    bench_job=(); ${benchmark} && { rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"; bench_job=(benchmark_samplers); }
+    run_pool "${gen_jobs}" "${bench_job[@]}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
     stage_end 7 "generation"
 fi
 
@@ -306,6 +320,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     done
     report+=(--result "real test clips (probe accuracy)|-|${expdir}/probe/eval_${test_set}_real.json"
              --no_fd "real test clips (probe accuracy)")
+    [ -f "${bench_dir}/results.md" ] && report+=(--section "Sampler benchmark (local/benchmark_samplers.py)|${bench_dir}/results.md")
     ${python} -m espnet2.tts_diff.bin.report "${report[@]}" --timings "${timings}" \
         --title "CLIPSonic synthesis: ${dataset} ${test_set} queries" \
         --note "Generator ${tts_config}, vocoder ${vocoder_config}, prior on ${prior_data}; $(nproc) CPUs, train_jobs ${train_jobs}, ngpu ${ngpu}." \

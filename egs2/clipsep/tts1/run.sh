@@ -27,7 +27,8 @@ case "${dataset}" in
         opts=(--mini_corpus_dir "${enh1}/downloads/mini" --clip_model clipsep-tiny --fit_clip true
               --ngpu 0 --nj 2 --train_jobs 2 --gen_jobs 2 --max_per_class 3
               --prior_opts "--steps 1000 --d_model 128 --num_layers 2"
-              --tts_config conf/tiny/train_clipsonic.yaml --vocoder_config conf/tiny/train_vocoder.yaml);;
+              --tts_config conf/tiny/train_clipsonic.yaml --vocoder_config conf/tiny/train_vocoder.yaml
+              --benchmark_opts "--max_per_class 1 --num_frames 64");;   # DDPM-1000 on 12 2-s clips, CPU
     music|vggsound)
         [ -n "${PRIOR_PAIRS}" ] || { echo "$0: error: set PRIOR_PAIRS in db.sh ((image, caption) pairs for the prior)" >&2; exit 1; }
         opts=(--clip_model ViT-B-32 --clip_pretrained "${CLIP_PRETRAINED}" --prior_data "${PRIOR_PAIRS}"

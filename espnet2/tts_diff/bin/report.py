@@ -4,13 +4,15 @@ Each ``--result`` names a row and the JSON written by ``espnet2.tts_diff.bin.pro
 the ``generate.json`` of ``espnet2.tts_diff.bin.generate_set``, for the real-time factor). Relevance is the
 probe's accuracy of the query class on the generated clips; probe-FD is the Fréchet distance between Gaussians
 fitted to the probe's embeddings of the generated and the real test clips (a Fréchet distance in the probe's
-space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--timings`` is the recipe's
-``stage<TAB>name<TAB>seconds`` file; stages whose name ends in ``(concurrent)`` ran side by side, so the wall
-time counts only the longest of them.
+space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--section`` adds a Markdown file
+under a heading of its own (the recipe: the sampler benchmark's steps table and guidance sweep, whose PNG paths
+are written relative to the report). ``--timings`` is the recipe's ``stage<TAB>name<TAB>seconds`` file; stages
+whose name ends in ``(concurrent)`` ran side by side, so the wall time counts only the longest of them.
 
 Example:
     python -m espnet2.tts_diff.bin.report --result "IQ|image|exp/gen_test_iq/probe_eval.json|exp/gen_test_iq/generate.json" \\
-        --result "ZS|text|exp/gen_test_zs/probe_eval.json" --timings exp/timings.tsv --output RESULTS.md
+        --result "ZS|text|exp/gen_test_zs/probe_eval.json" --section "Samplers|exp/benchmark_samplers/results.md" \\
+        --timings exp/timings.tsv --output RESULTS.md
 """
 
 import argparse
@@ -37,6 +39,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
     parser.add_argument("--title", default="CLIPSonic synthesis results", help="report title")
     parser.add_argument("--note", action="append", default=[], help="extra line under the table, repeatable")
+    parser.add_argument(
+        "--section", action="append", default=[],
+        help="TITLE|MARKDOWN_FILE, repeatable: the file's text under '## TITLE', after the table",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
     return parser
 
@@ -60,6 +66,15 @@ def parse_result(spec: str) -> Tuple[str, str, Dict, Optional[Dict]]:
             raise ValueError(f"{parts[2]}: no {key!r} (not written by espnet2.tts_diff.bin.probe evaluate?)")
     gen = load_json(Path(parts[3]), "generation report") if len(parts) == 4 else None
     return parts[0], parts[1], ev, gen
+
+
+def parse_section(spec: str) -> Tuple[str, Path]:
+    title, sep, path = spec.partition("|")
+    if not sep or not title or not path:
+        raise ValueError(f"--section {spec!r}: expected TITLE|MARKDOWN_FILE")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: section file not found")
+    return title, Path(path)
 
 
 def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
@@ -124,6 +139,13 @@ def build(args) -> str:
     if sampling:
         lines += [f"Sampling: {'; '.join(sampling)}; key i of the test set is sampled with seed i in every mode.", ""]
     lines += [note + "\n" for note in args.note]
+    for spec in args.section:
+        title, path = parse_section(spec)
+        text = path.read_text(encoding="utf-8").strip()
+        if text.startswith("# "):  # the file's own title gives way to TITLE
+            text = text.split("\n", 1)[1].strip() if "\n" in text else ""
+        body = ["#" + line if line.startswith("#") else line for line in text.splitlines()]  # nested headings
+        lines += [f"## {title}", ""] + body + [""]
     if args.timings is not None:
         lines += ["## Stage wall times", "", markdown_table(("stage", "what", "wall time"), timing_rows(read_timings(args.timings)))]
     return "\n".join(lines)

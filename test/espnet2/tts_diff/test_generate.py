@@ -125,13 +125,14 @@ def test_pd_is_prior_sample_then_inference_with_the_same_seed(assets):
     image_emb = gen.prior.sample(text_emb[None], steps=gen.prior_steps, sampler=gen.prior_sampler,
                                  generator=torch.Generator().manual_seed(3))[0]  # fmt: skip
     conf = dict(steps=3, guidance=1.5, sampler="dpmpp", seed=3, num_frames=FRAMES)
-    manual = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=image_emb, **conf)["wav"].numpy()
-    zs = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=text_emb, **conf)["wav"].numpy()
+    manual = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=image_emb, **conf)
+    zs = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=text_emb, **conf)
     [pd] = gen(text="violin", mode="pd", seed=3, **FAST)
     [zs_gen] = gen(text="violin", mode="zs", seed=3, **FAST)
-    np.testing.assert_allclose(pd, manual, atol=1e-6)
-    np.testing.assert_allclose(zs_gen, zs, atol=1e-6)
-    assert np.abs(pd - zs_gen).max() > 1e-4
+    np.testing.assert_allclose(pd, manual["wav"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(zs_gen, zs["wav"].numpy(), atol=1e-6)
+    # the two conditions give two mels (the barely trained vocoder may map both to nearly the same waveform)
+    assert (manual["feat_gen"] - zs["feat_gen"]).abs().max() > 1e-3
 
 
 def test_packed_zip_finds_its_clip_and_prior_and_matches_the_exp_dir(assets, tmp_path):

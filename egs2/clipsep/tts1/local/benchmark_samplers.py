@@ -61,13 +61,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--utt2label", type=Path, default=None, help="key -> class name of each query")
     parser.add_argument("--references", type=Path, default=None, help="wav.scp of real clips for probe-FD")
     parser.add_argument("--num_queries", type=int, default=32, help="queries used (first N of --queries)")
+    parser.add_argument("--max_per_class", type=int, default=0,
+                        help="with --utt2label: the first N queries of every class (sorted keys), then --num_queries")
     parser.add_argument("--num_timed", type=int, default=3, help="samples timed per setting (quality: all queries)")
     parser.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID), help="sampler:steps[,steps...]")
     parser.add_argument("--guidance", type=float, default=1.5, help="guidance weight of the sampler grid")
     parser.add_argument("--guidances", type=float, nargs="+", default=list(DEFAULT_GUIDANCES), help="sweep")
     parser.add_argument("--sweep_sampler", default="dpmpp", help="sampler of the guidance sweep")
     parser.add_argument("--sweep_steps", type=int, default=25, help="steps of the guidance sweep")
-    parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: the model's segment)")
+    parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: inference_frames)")
     parser.add_argument("--seed", type=int, default=0, help="sample of query i uses seed + i")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -273,7 +275,7 @@ def paper_model(config: Path, device):
 def run_setting(sample_fn, conds: Sequence, sampler: str, steps: int, guidance: float, seed: int,
                 num_timed: int, quality: bool, device) -> Tuple[float, list]:  # fmt: skip
     """Median s/sample over ``num_timed`` samples (after a warm-up); all queries' waveforms when ``quality``."""
-    sample_fn(conds[0], seed, sampler, steps, guidance)  # warm-up (kernels, caches)
+    sample_fn(conds[0], seed, sampler, min(steps, 2), guidance)  # warm-up (kernels, caches): the same calls, few
     wavs, times = [], []
     todo = conds if quality else conds[: max(1, num_timed)]
     for i, cond in enumerate(todo):
@@ -332,8 +334,15 @@ def main(cmd=None) -> int:
         if args.mode == "pd" and gen.prior is None:
             print("error: --mode pd: needs the diffusion prior (pass --prior FILE)", file=sys.stderr)
             return 2
+        from espnet2.tts_diff.bin.generate_set import select_keys
+
         table = read_table(args.queries)
-        keys = list(table)[: args.num_queries]
+        if args.max_per_class > 0 and args.utt2label is None:
+            print("error: --max_per_class: needs --utt2label", file=sys.stderr)
+            return 2
+        labels = read_table(args.utt2label) if args.max_per_class > 0 else None
+        keys = list(table) if labels is None else select_keys(list(table), labels, args.max_per_class, args.queries)
+        keys = keys[: args.num_queries]
         def load(value: str):  # an npy file (dump's npy scp) or a kaldi ark offset; (D,) or per-frame (F, D)
             emb = np.load(value) if value.endswith(".npy") else kaldiio.load_mat(value)
             return torch.as_tensor(np.asarray(emb, np.float32)).reshape(-1, gen.embed_dim).mean(0)
@@ -382,7 +391,10 @@ def main(cmd=None) -> int:
     text = "\n".join([
         f"## Samplers (w = {args.guidance:g})", "", markdown_table(rows), "", goal_check(rows), "",
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
-        markdown_table(sweep, first="guidance", baseline=base),
+        markdown_table(sweep, first="guidance", baseline=base), "",
+        f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: median"
+        f" of {args.num_timed} on {device} with {torch.get_num_threads()} threads. Plots: {args.out_dir}/samplers.png"
+        f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
     ])  # fmt: skip
     print(text)
     line_plot(sampler_panels(rows), args.out_dir / "samplers.png")

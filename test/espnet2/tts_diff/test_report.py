@@ -1,0 +1,75 @@
+"""python -m espnet2.tts_diff.bin.report: the rows' numbers, chance, included sections, wall times, clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from espnet2.tts_diff.bin import report
+
+
+def _eval(path: Path, relevance: float, fd: float, n: int, mel: bool = True) -> Path:
+    ev = dict(relevance=relevance, relevance_chance=1 / 12, probe_fd=fd, num_generated=n)
+    if mel:
+        ev.update(mel_relevance=relevance + 0.25, mel_probe_fd=fd / 2)
+    path.write_text(json.dumps(ev))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    iq = _eval(tmp_path / "iq.json", 0.375, 812.345, 36)
+    gt = _eval(tmp_path / "gt.json", 0.6111, 1134.0, 72)
+    gen = tmp_path / "generate.json"
+    gen.write_text(json.dumps(dict(mode="embedding", rtf=0.4567, sampler="dpmpp", steps=25, guidance=1.5)))
+    bench = tmp_path / "results.md"
+    bench.write_text("## Samplers (w = 1.5)\n\n| sampler | steps |\n|---|---|\n| DDPM | 1000 |\n\nGoal: met\n")
+    timings = tmp_path / "timings.tsv"
+    timings.write_text("1\tdata\t100\n3\ttrain generator (concurrent)\t600\n5\ttrain vocoder (concurrent)\t400\n7\tgen\t50\n")
+    return tmp_path, iq, gt, gen, bench, timings
+
+
+def test_rows_chance_section_and_wall_time(files):
+    root, iq, gt, gen, bench, timings = files
+    out = root / "out" / "RESULTS.md"
+    assert report.main([
+        "--result", f"IQ|image|{iq}|{gen}", "--result", f"GT|real clip|{gt}", "--section", f"Sampler benchmark|{bench}",
+        "--timings", str(timings), "--note", "a note", "--output", str(out),
+    ]) == 0  # fmt: skip
+    text = out.read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| system") and not line.startswith("| stage")}  # fmt: skip
+    assert rows["IQ"] == ["IQ", "image", "37.5", "812.35", "62.5", "406.17", "36", "0.457"]
+    assert rows["GT"] == ["GT", "real clip", "61.1", "1134.00", "86.1", "567.00", "72", "-"]
+    assert rows["chance"][:3] == ["chance", "-", "8.3"]
+    assert "Sampling: dpmpp, 25 steps, guidance w = 1.5" in text and "a note" in text
+    # the section: under its own heading, its headings nested one level down, after the results table
+    assert "## Sampler benchmark\n\n### Samplers (w = 1.5)\n\n| sampler | steps |" in text
+    assert text.index("## Sampler benchmark") > text.index("| chance")
+    # concurrent stages count once (the longest): 100 + 600 + 50 s
+    assert rows["total"][2] == "0:12:30"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("--section=no-bar", "expected TITLE|MARKDOWN_FILE"),
+        ("--section=Title|/nonexistent/results.md", "/nonexistent/results.md: section file not found"),
+        ("--result=IQ|image", "expected SYSTEM|QUERY|PROBE_EVAL_JSON"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_no_file(files, bad, message, capsys):
+    root, iq, *_ = files
+    out = root / "RESULTS.md"
+    assert report.main(["--result", f"IQ|image|{iq}", bad, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists()
+
+
+def test_results_from_different_probes_are_refused(files, capsys):
+    root, iq, *_ = files
+    other = root / "other.json"
+    other.write_text(json.dumps(dict(relevance=0.5, relevance_chance=0.25, probe_fd=1.0, num_generated=4)))
+    assert report.main(["--result", f"IQ|image|{iq}", "--result", f"X|image|{other}", "--output", str(root / "R.md")]) == 2
+    assert "different probes" in capsys.readouterr().err
