@@ -115,11 +115,12 @@ def test_results_table(recipe):
     tmp, _ = recipe
     results = (tmp / "RESULTS.md").read_text()
     number = r"\d+(\.\d+)?"
+    pct = rf"{number} ± {number}"  # relevance in % with its binomial standard error
     for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
         # relevance, probe-FD, then the same two on the mel before the vocoder
-        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {number} \| {number} \| {number} \| {number} "
+        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {pct} \| {number} \| {pct} \| {number} "
                          rf"\| {PER_CLASS * len(CLASSES)} \|", results, re.M), results  # fmt: skip
-    assert re.search(rf"^\| chance \| - \| 25\.0 \|", results, re.M), results
+    assert re.search(r"^\| chance \| - \| 25\.0 \|", results, re.M), results
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results and "train generator (concurrent)" in results  # run.sh: --train_jobs 2

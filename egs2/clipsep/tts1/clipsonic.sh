@@ -279,7 +279,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
     bench_job=(); ${benchmark} && { rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"; bench_job=(benchmark_samplers); }
     run_pool "${gen_jobs}" "${bench_job[@]}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
-    stage_end 7 "generation"
+    stage_end 7 "generation$(${benchmark} && echo " + sampler benchmark")"
 fi
 
 # ------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Example:
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -77,6 +78,12 @@ def parse_section(spec: str) -> Tuple[str, Path]:
     return title, Path(path)
 
 
+def percent_se(p: float, n: int) -> str:
+    """An accuracy over ``n`` clips in percent with its binomial standard error, ``"33.3 ± 7.9"``."""
+    se = math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
+    return f"{100 * p:.1f} ± {100 * se:.1f}"
+
+
 def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
     """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder."""
     rows = []
@@ -84,10 +91,11 @@ def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd:
     for system, query, ev, gen in results:
         fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
         rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
-        row = (system, query, f"{100 * ev['relevance']:.1f}", fd)
+        n = int(ev["num_generated"])
+        row = (system, query, percent_se(ev["relevance"], n), fd)
         if mel_columns:
             mel_fd = "-" if system in no_fd or "mel_probe_fd" not in ev else f"{ev['mel_probe_fd']:.2f}"
-            row += (f"{100 * ev['mel_relevance']:.1f}" if "mel_relevance" in ev else "-", mel_fd)
+            row += (percent_se(ev["mel_relevance"], n) if "mel_relevance" in ev else "-", mel_fd)
         rows.append(row + (str(ev["num_generated"]), rtf))
     chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
     if len(chance) != 1:
@@ -122,7 +130,7 @@ def build(args) -> str:
     lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
-        "only here). probe-FD: Fréchet distance between Gaussians of the probe's embeddings of these clips and "
+        "only here), ± its binomial standard error sqrt(p (1 - p) / clips). probe-FD: Fréchet distance between Gaussians of the probe's embeddings of these clips and "
         "of the real test clips (lower is closer; not FAD). RTF: generation wall time / audio duration.",
         "",
     ]

@@ -39,8 +39,9 @@ def test_rows_chance_section_and_wall_time(files):
     text = out.read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
             if line.startswith("| ") and not line.startswith("| system") and not line.startswith("| stage")}  # fmt: skip
-    assert rows["IQ"] == ["IQ", "image", "37.5", "812.35", "62.5", "406.17", "36", "0.457"]
-    assert rows["GT"] == ["GT", "real clip", "61.1", "1134.00", "86.1", "567.00", "72", "-"]
+    # relevance in % +- the binomial SE sqrt(p (1 - p) / n): 0.375 of 36 -> 8.07 %; 0.625 of 36 -> 8.07 %
+    assert rows["IQ"] == ["IQ", "image", "37.5 ± 8.1", "812.35", "62.5 ± 8.1", "406.17", "36", "0.457"]
+    assert rows["GT"] == ["GT", "real clip", "61.1 ± 5.7", "1134.00", "86.1 ± 4.1", "567.00", "72", "-"]
     assert rows["chance"][:3] == ["chance", "-", "8.3"]
     assert "Sampling: dpmpp, 25 steps, guidance w = 1.5" in text and "a note" in text
     # the section: under its own heading, its headings nested one level down, after the results table

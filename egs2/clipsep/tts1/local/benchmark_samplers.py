@@ -393,7 +393,7 @@ def main(cmd=None) -> int:
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
         markdown_table(sweep, first="guidance", baseline=base), "",
         f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: median"
-        f" of {args.num_timed} on {device} with {torch.get_num_threads()} threads. Plots: {args.out_dir}/samplers.png"
+        f" of {args.num_timed} on {device}, {torch.get_num_threads()} CPU thread(s). Plots: {args.out_dir}/samplers.png"
         f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
     ])  # fmt: skip
     print(text)
