@@ -320,7 +320,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     done
     report+=(--result "real test clips (probe accuracy)|-|${expdir}/probe/eval_${test_set}_real.json"
              --no_fd "real test clips (probe accuracy)")
-    [ -f "${bench_dir}/results.md" ] && report+=(--section "Sampler benchmark (local/benchmark_samplers.py)|${bench_dir}/results.md")
+    ${benchmark} && [ -f "${bench_dir}/results.md" ] && report+=(--section "Sampler benchmark (local/benchmark_samplers.py)|${bench_dir}/results.md")
     ${python} -m espnet2.tts_diff.bin.report "${report[@]}" --timings "${timings}" \
         --title "CLIPSonic synthesis: ${dataset} ${test_set} queries" \
         --note "Generator ${tts_config}, vocoder ${vocoder_config}, prior on ${prior_data}; $(nproc) CPUs, train_jobs ${train_jobs}, ngpu ${ngpu}." \

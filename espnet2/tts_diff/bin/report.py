@@ -5,8 +5,8 @@ the ``generate.json`` of ``espnet2.tts_diff.bin.generate_set``, for the real-tim
 probe's accuracy of the query class on the generated clips; probe-FD is the Fréchet distance between Gaussians
 fitted to the probe's embeddings of the generated and the real test clips (a Fréchet distance in the probe's
 space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--section`` adds a Markdown file
-under a heading of its own (the recipe: the sampler benchmark's steps table and guidance sweep, whose PNG paths
-are written relative to the report). ``--timings`` is the recipe's ``stage<TAB>name<TAB>seconds`` file; stages
+under a heading of its own, its headings one level down (the recipe: the sampler benchmark's steps table and
+guidance sweep; its plot paths are relative to the recipe directory, where RESULTS.md is). ``--timings`` is the recipe's ``stage<TAB>name<TAB>seconds`` file; stages
 whose name ends in ``(concurrent)`` ran side by side, so the wall time counts only the longest of them.
 
 Example:
@@ -130,8 +130,9 @@ def build(args) -> str:
     lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
-        "only here), ± its binomial standard error sqrt(p (1 - p) / clips). probe-FD: Fréchet distance between Gaussians of the probe's embeddings of these clips and "
-        "of the real test clips (lower is closer; not FAD). RTF: generation wall time / audio duration.",
+        "only here), ± its binomial standard error sqrt(p (1 - p) / clips). probe-FD: Fréchet distance between "
+        "Gaussians of the probe's embeddings of these clips and of the real test clips (lower is closer; not "
+        "FAD). RTF: generation wall time / audio duration.",
         "",
     ]
     if has_mel(results):
