@@ -63,7 +63,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_queries", type=int, default=32, help="queries used (first N of --queries)")
     parser.add_argument("--max_per_class", type=int, default=0,
                         help="with --utt2label: the first N queries of every class (sorted keys), then --num_queries")
-    parser.add_argument("--num_timed", type=int, default=3, help="samples timed per setting (quality: all queries)")
+    parser.add_argument("--num_timed", type=int, default=0,
+                        help="samples timed per setting (0: every query; with a probe all queries are sampled anyway)")
     parser.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID), help="sampler:steps[,steps...]")
     parser.add_argument("--guidance", type=float, default=1.5, help="guidance weight of the sampler grid")
     parser.add_argument("--guidances", type=float, nargs="+", default=list(DEFAULT_GUIDANCES), help="sweep")
@@ -274,10 +275,11 @@ def paper_model(config: Path, device):
 
 def run_setting(sample_fn, conds: Sequence, sampler: str, steps: int, guidance: float, seed: int,
                 num_timed: int, quality: bool, device) -> Tuple[float, list]:  # fmt: skip
-    """Median s/sample over ``num_timed`` samples (after a warm-up); all queries' waveforms when ``quality``."""
+    """Median s/sample over ``num_timed`` samples (0: all) after a warm-up; all queries' waveforms when ``quality``."""
     sample_fn(conds[0], seed, sampler, min(steps, 2), guidance)  # warm-up (kernels, caches): the same calls, few
     wavs, times = [], []
-    todo = conds if quality else conds[: max(1, num_timed)]
+    num_timed = len(conds) if num_timed <= 0 else num_timed
+    todo = conds if quality else conds[:num_timed]
     for i, cond in enumerate(todo):
         _sync(device)
         start = time.perf_counter()
@@ -393,7 +395,8 @@ def main(cmd=None) -> int:
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
         markdown_table(sweep, first="guidance", baseline=base), "",
         f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: median"
-        f" of {args.num_timed} on {device}, {torch.get_num_threads()} CPU thread(s). Plots: {args.out_dir}/samplers.png"
+        f" of {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} on {device},"
+        f" {torch.get_num_threads()} CPU thread(s). Plots: {args.out_dir}/samplers.png"
         f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
     ])  # fmt: skip
     print(text)
