@@ -305,6 +305,9 @@ def main(cmd=None) -> int:
     if args.model != "paper" and args.queries is None:
         print("error: --queries: needed with a trained model (an image.scp or text.scp of CLIP embeddings)", file=sys.stderr)
         return 2
+    if args.max_per_class > 0 and args.utt2label is None:
+        print("error: --max_per_class: needs --utt2label", file=sys.stderr)
+        return 2
     if quality and (args.references is None or args.utt2label is None):
         print("error: --probe: quality needs --references (wav.scp) and --utt2label", file=sys.stderr)
         return 2
@@ -339,11 +342,12 @@ def main(cmd=None) -> int:
         from espnet2.tts_diff.bin.generate_set import select_keys
 
         table = read_table(args.queries)
-        if args.max_per_class > 0 and args.utt2label is None:
-            print("error: --max_per_class: needs --utt2label", file=sys.stderr)
-            return 2
         labels = read_table(args.utt2label) if args.max_per_class > 0 else None
-        keys = list(table) if labels is None else select_keys(list(table), labels, args.max_per_class, args.queries)
+        try:
+            keys = list(table) if labels is None else select_keys(list(table), labels, args.max_per_class, args.queries)
+        except ValueError as err:  # a query without a class in --utt2label
+            print(f"error: {args.utt2label}: {err}", file=sys.stderr)
+            return 2
         keys = keys[: args.num_queries]
         def load(value: str):  # an npy file (dump's npy scp) or a kaldi ark offset; (D,) or per-frame (F, D)
             emb = np.load(value) if value.endswith(".npy") else kaldiio.load_mat(value)
