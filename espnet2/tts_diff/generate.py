@@ -520,6 +520,7 @@ class Generator:
 
         Returns:
             ``wav`` float32 ``(num_frames * hop,)``; ``feat_gen`` normalised mel ``(num_frames, n_mels)``;
+            ``mel`` the same de-normalised to the feature extractor's log-mel (what the vocoder hears);
             ``spembs`` the conditioning vector ``(D,)``.
         """
         from espnet2.tts_diff.samplers import SAMPLERS
@@ -549,7 +550,8 @@ class Generator:
             wav = np.pad(wav, (0, length - len(wav))).astype(np.float32)
         else:
             wav = self.griffin_lim(out["feat_gen_denorm"], length)
-        return dict(wav=wav, feat_gen=out["feat_gen"].detach().cpu(), spembs=spembs.detach().cpu())
+        mel = out.get("feat_gen_denorm", out["feat_gen"]).detach().float().cpu()
+        return dict(wav=wav, feat_gen=out["feat_gen"].detach().cpu(), mel=mel, spembs=spembs.detach().cpu())
 
     def iterate(
         self, conds: Sequence[Condition], num: int = 1, seed: int = 0, **options

@@ -133,6 +133,13 @@ def test_pd_is_prior_sample_then_inference_with_the_same_seed(assets):
     np.testing.assert_allclose(zs_gen, zs["wav"].numpy(), atol=1e-6)
     # the two conditions give two mels (the barely trained vocoder may map both to nearly the same waveform)
     assert (manual["feat_gen"] - zs["feat_gen"]).abs().max() > 1e-3
+    # sample() also returns the de-normalised log-mel the vocoder was given (what the benchmark's mel columns score)
+    [cond] = gen.encode(text="violin", mode="pd")
+    out = gen.sample(cond, seed=3, **FAST)
+    np.testing.assert_allclose(out["wav"], pd, atol=1e-6)
+    denorm, _ = gen.model.normalize.inverse(out["feat_gen"].clone()[None], torch.tensor([FRAMES]))
+    assert out["mel"].shape == (FRAMES, gen.model.tts.odim) and not torch.equal(out["mel"], out["feat_gen"])
+    torch.testing.assert_close(out["mel"], denorm[0])
 
 
 def test_packed_zip_finds_its_clip_and_prior_and_matches_the_exp_dir(assets, tmp_path):
@@ -236,6 +243,16 @@ def test_benchmark_table_goal_and_plots(tmp_path):
     timing = [dict(r, relevance=None, probe_fd=None) for r in rows]
     assert "speed only" in bench.goal_check(timing) and bench.markdown_table(timing).splitlines()[2].endswith("| n/a | n/a |")
     assert bench.markdown_table(rows[1:], first="guidance", baseline=40.0).splitlines()[2].startswith("| 1.5 | DPM-Solver++ | 10 | 0.5000 | 80.0x")
+    # with the mel before the vocoder: two more columns, and the goal checked on the mel as well
+    mel_rows = [dict(r, mel_relevance=rel, mel_probe_fd=fd) for r, rel, fd in zip(rows, (1.0, 0.75, 0.5), (4.0, 4.2, 5.0))]
+    mel_rows[2]["probe_fd"] = 11.5  # audio +15 %: not met at 25 steps; 10 steps is +20 %
+    table = bench.markdown_table(mel_rows).splitlines()
+    assert table[0].endswith("| relevance | probe-FD | mel relevance | mel probe-FD |")
+    assert table[3] == "| DPM-Solver++ | 10 | 1.5 | 0.5000 | 80.0x | 0.850 | 12.000 | 0.750 | 4.200 |"
+    goal = bench.goal_check(mel_rows)
+    assert goal.startswith("goal (DPM-Solver++ <= 25 steps: >= 40x, probe-FD within 10 %): NOT MET;"), goal
+    assert goal.endswith(". On the mel before the vocoder: MET; 10 steps 80.0x, probe-FD +5.0 %; 25 steps 40.0x, probe-FD +25.0 %")
+    assert "On the mel" not in bench.goal_check(rows)  # no mel columns, no mel verdict
     bench.line_plot(bench.sampler_panels(rows), tmp_path / "samplers.png")
     bench.line_plot(bench.guidance_panels(timing), tmp_path / "guidance.png")  # quality panels say n/a
     for name in ("samplers.png", "guidance.png"):

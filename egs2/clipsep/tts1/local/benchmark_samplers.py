@@ -4,8 +4,9 @@
 Grid (default): DDPM at 1,000 steps (the paper's sampler) vs DDIM and DPM-Solver++(2M) at 10/25/50 steps, all
 at guidance ``--guidance``; then the guidance sweep w in {0, 1, 1.5, 3, 5} with ``--sweep_sampler`` at
 ``--sweep_steps`` steps. Goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000 with probe-FD within
-10 %. Prints a markdown table (sampler, steps, s/sample, speed-up vs DDPM-1000, relevance, probe-FD) and the goal
-check; writes ``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
+10 %. Prints a markdown table (sampler, steps, s/sample, speed-up vs DDPM-1000, relevance, probe-FD, and the same
+two on the mel before the vocoder) and the goal check (on the audio, and again on the mel: what the sampler
+itself changes, without the vocoder's own errors); writes ``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
 ``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with Pillow (matplotlib is not a
 dependency).
 
@@ -13,7 +14,8 @@ Queries are cached CLIP embeddings (``--queries``: npy/kaldi_ark scp, e.g. the t
 or ``text.scp`` with ``--mode zs|pd``); each query's class is ``utt2label`` of its key (its text for
 ``text.scp`` keys that are labels), scored by the probe classifier (``bin/probe.py``): relevance = accuracy of
 the probe against the query's class; probe-FD = Fréchet distance in the probe's embedding space between the
-generated clips and ``--references`` (a ``wav.scp``). probe-FD is *not* FAD.
+generated clips and ``--references`` (a ``wav.scp``). probe-FD is *not* FAD. The mel columns score the
+de-normalised log-mel each clip was vocoded from (as ``bin/probe.py evaluate --gen_mel_scp`` does).
 
 s/sample: wall time of one generated clip (prior for PD, mel sampling, vocoder or Griffin-Lim), median over the
 timed samples, after one warm-up; CUDA is synchronised. ``--model paper`` (or any training YAML via
@@ -106,14 +108,17 @@ def baseline_seconds(rows: Sequence[Dict]) -> Optional[float]:
 
 
 def markdown_table(rows: Sequence[Dict], first: str = "sampler", baseline: Optional[float] = None) -> str:
-    """Rows ``{sampler, steps, guidance, seconds, relevance, probe_fd}`` as a markdown table.
+    """Rows ``{sampler, steps, guidance, seconds, relevance, probe_fd[, mel_relevance, mel_probe_fd]}`` as markdown.
 
     ``first="guidance"`` puts the guidance weight in the first column (the sweep's table). The speed-up is
-    against ``baseline`` s/sample, by default the DDPM-1000 row of ``rows``.
+    against ``baseline`` s/sample, by default the DDPM-1000 row of ``rows``. The two mel columns are there when
+    any row has them.
     """
     base = baseline_seconds(rows) if baseline is None else baseline
+    mel = any(r.get("mel_probe_fd") is not None for r in rows)
     head = ["w" if first == "guidance" else "sampler", "sampler" if first == "guidance" else "steps",
             "steps" if first == "guidance" else "w", "s/sample", "speed-up vs DDPM-1000", "relevance", "probe-FD"]  # fmt: skip
+    head += ["mel relevance", "mel probe-FD"] if mel else []
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in rows:
         name = SAMPLER_NAMES.get(r["sampler"], r["sampler"])
@@ -121,30 +126,44 @@ def markdown_table(rows: Sequence[Dict], first: str = "sampler", baseline: Optio
         cols = [f"{r['guidance']:g}", name, str(r["steps"])] if first == "guidance" else [name, str(r["steps"]), f"{r['guidance']:g}"]
         cols += [_fmt(r["seconds"], ".4f"), "n/a" if speed is None else f"{speed:.1f}x",
                  _fmt(r.get("relevance"), ".3f"), _fmt(r.get("probe_fd"), ".3f")]  # fmt: skip
+        cols += [_fmt(r.get("mel_relevance"), ".3f"), _fmt(r.get("mel_probe_fd"), ".3f")] if mel else []
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
-def goal_check(rows: Sequence[Dict]) -> str:
-    """One line on the goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000, probe-FD within 10 %."""
-    base = next((r for r in rows if r["sampler"] == "ddpm" and r["steps"] == 1000), None)
-    fast = [r for r in rows if r["sampler"] == "dpmpp" and r["steps"] <= 25]
-    if base is None or not fast:
-        return "goal: n/a (needs DDPM-1000 and DPM-Solver++ at <= 25 steps in the grid)"
+def _goal_parts(base: Dict, fast: Sequence[Dict], key: str) -> Tuple[bool, bool, List[str]]:
+    """(met, quality known, one text per fast row) of the goal with the probe-FD in ``key``."""
     parts, met = [], False
     for r in sorted(fast, key=lambda r: r["steps"]):
         speed = base["seconds"] / r["seconds"]
         fd_ok = None
-        if base.get("probe_fd") is not None and r.get("probe_fd") is not None:
-            rel = (r["probe_fd"] - base["probe_fd"]) / max(base["probe_fd"], 1e-12)
+        if base.get(key) is not None and r.get(key) is not None:
+            rel = (r[key] - base[key]) / max(base[key], 1e-12)
             fd_ok = rel <= GOAL_FD_REL
             parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD {100 * rel:+.1f} %")
         else:
             parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD n/a")
         met = met or (speed >= GOAL_SPEEDUP and fd_ok is not False and fd_ok is not None)
-    quality = any(r.get("probe_fd") is not None for r in fast)
+    return met, any(r.get(key) is not None for r in fast), parts
+
+
+def goal_check(rows: Sequence[Dict]) -> str:
+    """One line on the goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000, probe-FD within 10 %.
+
+    The verdict is on the audio's probe-FD; with mel columns the same check on the mel follows (the samplers'
+    own effect, without the vocoder's).
+    """
+    base = next((r for r in rows if r["sampler"] == "ddpm" and r["steps"] == 1000), None)
+    fast = [r for r in rows if r["sampler"] == "dpmpp" and r["steps"] <= 25]
+    if base is None or not fast:
+        return "goal: n/a (needs DDPM-1000 and DPM-Solver++ at <= 25 steps in the grid)"
+    met, quality, parts = _goal_parts(base, fast, "probe_fd")
     verdict = ("MET" if met else "NOT MET") if quality else "speed only (no quality without a probe)"
-    return f"goal (DPM-Solver++ <= 25 steps: >= {GOAL_SPEEDUP:.0f}x, probe-FD within {100 * GOAL_FD_REL:.0f} %): {verdict}; " + "; ".join(parts)
+    line = f"goal (DPM-Solver++ <= 25 steps: >= {GOAL_SPEEDUP:.0f}x, probe-FD within {100 * GOAL_FD_REL:.0f} %): {verdict}; " + "; ".join(parts)
+    mel_met, mel_quality, mel_parts = _goal_parts(base, fast, "mel_probe_fd")
+    if mel_quality:
+        line += f". On the mel before the vocoder: {'MET' if mel_met else 'NOT MET'}; " + "; ".join(mel_parts)
+    return line
 
 
 def _ticks(lo: float, hi: float, log: bool, n: int = 5) -> List[float]:
@@ -357,12 +376,13 @@ def main(cmd=None) -> int:
         print(f"model: {args.model} on {device}; {len(conds)} {args.mode} queries from {args.queries}")
 
         def sample_fn(cond, seed, sampler, steps, guidance):
-            return gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)["wav"]
+            out = gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)
+            return out["wav"], out["mel"]
 
     scorer = None
     if quality:
         from espnet2.enh.clipsep.kaldi_table import read_table
-        from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs, read_wav, relevance
+        from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs, read_wav
 
         probe, classes = load_probe(args.probe)
         probe.to(device)
@@ -379,16 +399,22 @@ def main(cmd=None) -> int:
         _, ref_emb = probe_outputs(probe, refs)
         print(f"probe: {args.probe} ({len(classes)} classes); {len(refs)} reference clips")
 
-        def scorer(wavs):
-            _, emb = probe_outputs(probe, wavs)
-            return relevance(probe, wavs, class_ids), frechet_distance(emb, ref_emb)
+        def scorer(outs):  # relevance and probe-FD of the waveforms, then of the mels they were vocoded from
+            figures = {}
+            for name, items, mels in (("", [o[0] for o in outs], False), ("mel_", [o[1] for o in outs], True)):
+                logits, emb = probe_outputs(probe, items, mels=mels)
+                figures[f"{name}relevance"] = float(np.mean([int(p) == t for p, t in zip(logits.argmax(1), class_ids)]))
+                figures[f"{name}probe_fd"] = frechet_distance(emb, ref_emb)
+            return figures
 
     def measure(sampler, steps, guidance):
-        seconds, wavs = run_setting(sample_fn, conds, sampler, steps, guidance, args.seed, args.num_timed, quality, device)
-        rel, fd = scorer(wavs) if scorer is not None else (None, None)
-        row = dict(sampler=sampler, steps=steps, guidance=guidance, seconds=seconds, relevance=rel, probe_fd=fd)
+        seconds, outs = run_setting(sample_fn, conds, sampler, steps, guidance, args.seed, args.num_timed, quality, device)
+        row = dict(sampler=sampler, steps=steps, guidance=guidance, seconds=seconds, relevance=None, probe_fd=None)
+        if scorer is not None:
+            row.update(scorer(outs))
         print(f"  {SAMPLER_NAMES[sampler]:>13} {steps:>5} steps w={guidance:g}: {seconds:.4f} s/sample"
-              + ("" if fd is None else f", relevance {rel:.3f}, probe-FD {fd:.3f}"), file=sys.stderr, flush=True)  # fmt: skip
+              + ("" if scorer is None else ", relevance {relevance:.3f}, probe-FD {probe_fd:.3f}; on the mel: relevance"
+                 " {mel_relevance:.3f}, probe-FD {mel_probe_fd:.3f}".format(**row)), file=sys.stderr, flush=True)  # fmt: skip
         return row
 
     rows = [measure(s, n, args.guidance) for s, n in grid]
