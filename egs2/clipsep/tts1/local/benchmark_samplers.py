@@ -6,9 +6,9 @@ at guidance ``--guidance``; then the guidance sweep w in {0, 1, 1.5, 3, 5} with 
 ``--sweep_steps`` steps. Goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000 with probe-FD within
 10 %. Prints a markdown table (sampler, steps, s/sample, speed-up vs DDPM-1000, relevance, probe-FD, and the same
 two on the mel before the vocoder) and the goal check (on the audio, and again on the mel: what the sampler
-itself changes, without the vocoder's own errors); writes ``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
-``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with Pillow (matplotlib is not a
-dependency).
+itself changes, without the vocoder's own errors); writes ``samplers.png`` (probe-FD and s/sample vs steps),
+``guidance.png`` (probe-FD and relevance vs w), ``results.json`` and ``results.md`` to ``--out_dir``. The PNGs
+are drawn with Pillow (matplotlib is not a dependency).
 
 Queries are cached CLIP embeddings (``--queries``: npy/kaldi_ark scp, e.g. the test set's ``image.scp`` for IQ,
 or ``text.scp`` with ``--mode zs|pd``); each query's class is ``utt2label`` of its key (its text for
