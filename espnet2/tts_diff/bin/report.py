@@ -6,8 +6,9 @@ probe's accuracy of the query class on the generated clips; probe-FD is the Fré
 fitted to the probe's embeddings of the generated and the real test clips (a Fréchet distance in the probe's
 space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--section`` adds a Markdown file
 under a heading of its own, its headings one level down (the recipe: the sampler benchmark's steps table and
-guidance sweep; its plot paths are relative to the recipe directory, where RESULTS.md is). ``--timings`` is the recipe's ``stage<TAB>name<TAB>seconds`` file; stages
-whose name ends in ``(concurrent)`` ran side by side, so the wall time counts only the longest of them.
+guidance sweep; its plot paths are relative to the recipe directory, where RESULTS.md is). ``--timings`` is the
+recipe's ``stage<TAB>name<TAB>seconds`` file; stages whose name ends in ``(concurrent)`` ran side by side, so the
+wall time counts only the longest of them.
 
 Example:
     python -m espnet2.tts_diff.bin.report --result "IQ|image|exp/gen_test_iq/probe_eval.json|exp/gen_test_iq/generate.json" \\
