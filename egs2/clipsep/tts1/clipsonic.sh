@@ -10,8 +10,8 @@
 #  5. vocoder        HiFi-GAN on the generator's normalised mel (ESPnet's GAN-TTS trainer, mel_hifigan)
 #  6. probe          the offline evaluation classifier (the only place labels are used)
 #  7. generation     vocoder embedded into the generator; IQ / ZS / PD for the test queries and the
-#                    ground-truth resynthesis through the vocoder; alongside, the sampler benchmark (DDPM-1000
-#                    vs DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false skips it)
+#                    ground-truth resynthesis through the vocoder; then the sampler benchmark (DDPM-1000 vs
+#                    DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false skips it)
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder)
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
@@ -30,7 +30,7 @@ stop_stage=100          # last stage to run
 ngpu=1                  # GPUs for training and generation (0: CPU)
 nj=4                    # parallel jobs of the separation recipe's data prep and embeddings
 train_jobs=1            # stages 3-6 run at once (on CPU each gets nproc/train_jobs threads)
-gen_jobs=1              # generation / evaluation jobs at once
+gen_jobs=1              # generation / evaluation jobs at once (and the sampler benchmark's processes)
 python=python3          # python interpreter
 cmd_backend=${CLIPSEP_CMD_BACKEND:-local}   # job launcher: local or slurm (cmd.sh)
 # Data: the separation recipe prepares it (stage 1)
@@ -267,7 +267,7 @@ benchmark_samplers() {
     ${decode_cmd} "${bench_dir}/benchmark.log" ${python} local/benchmark_samplers.py --model "${final_exp}" \
         --probe "${probe}" --queries "${raw}/${test_set}/spembs.scp" --mode iq --utt2label "${raw}/${test_set}/utt2label" \
         --references "${datadir}/${test_set}/wav.scp" --device "${device}" --threads "${gen_threads}" \
-        --out_dir "${bench_dir}" ${benchmark_opts} \
+        --jobs "${gen_jobs}" --out_dir "${bench_dir}" ${benchmark_opts} \
         || { log "error: the sampler benchmark failed; see ${bench_dir}/benchmark.log"; tail -n 5 "${bench_dir}/benchmark.log" >&2; return 1; }
     log "Stage 7: sampler benchmark: $(grep -o 'goal.*' "${bench_dir}/results.md" | head -n 1)"
 }
@@ -277,8 +277,12 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
         --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
         --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
-    bench_job=(); ${benchmark} && { rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"; bench_job=(benchmark_samplers); }
-    run_pool "${gen_jobs}" "${bench_job[@]}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
+    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
+    if ${benchmark}; then  # its own gen_jobs processes share the queries
+        log "Stage 7: sampler benchmark (log: ${bench_dir}/benchmark.log)"
+        rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"
+        benchmark_samplers || exit 1
+    fi
     stage_end 7 "generation$(${benchmark} && echo " + sampler benchmark")"
 fi
 

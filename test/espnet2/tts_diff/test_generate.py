@@ -262,3 +262,45 @@ def test_benchmark_table_goal_and_plots(tmp_path):
     with Image.open(tmp_path / "samplers.png") as img:
         assert set(bench.COLORS[:2]) <= {c for _, c in img.convert("RGB").getcolors(1 << 20)}  # two series drawn
     assert colors - {(255, 255, 255)}  # axes and "n/a" text
+
+
+def test_benchmark_jobs_merge_to_the_rows_of_one_job():
+    from espnet2.tts_diff.probe import frechet_distance
+
+    bench = _benchmark_module()
+    assert bench.shard_of("1/2:/tmp/j1.npz") == (1, 2, Path("/tmp/j1.npz"))
+    for bad in ("2/2:/tmp/x.npz", "1/2", "a/2:/tmp/x.npz"):
+        with pytest.raises(ValueError, match="I/N:PATH"):
+            bench.shard_of(bad)
+    rng = np.random.default_rng(0)
+    targets = np.array([0, 1, 2, 0, 1])
+    ref = rng.normal(size=(20, 3))
+    emb, mel_emb = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    pred, mel_pred = np.array([0, 1, 0, 0, 2]), np.array([0, 1, 2, 0, 1])  # 3 of 5 right; all 5 on the mel
+    seconds = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    one = {"0_seconds": seconds, "0_query": np.arange(5), "0_pred": pred, "0_emb": emb, "0_mel_pred": mel_pred,
+           "0_mel_emb": mel_emb}  # fmt: skip
+    order = np.array([0, 2, 4, 1, 3])  # job 0 had queries 0, 2, 4 and job 1 had 1, 3: merged in job order
+    two = {k: v[order] for k, v in one.items()}
+    two["0_query"] = order
+    settings = [("dpmpp", 10, 1.5)]
+    (a,), (b,) = bench.aggregate(settings, one, targets, ref), bench.aggregate(settings, two, targets, ref)
+    assert a["sampler"] == b["sampler"] and {k: v for k, v in a.items() if k != "sampler"} == pytest.approx(
+        {k: v for k, v in b.items() if k != "sampler"}, rel=1e-12)  # the FD up to summation order
+    assert a["relevance"] == pytest.approx(0.6) and a["mel_relevance"] == 1.0 and a["seconds"] == 3.0
+    assert a["probe_fd"] == pytest.approx(frechet_distance(emb, ref)) and a["mel_probe_fd"] != a["probe_fd"]
+    (timing,) = bench.aggregate(settings, {"0_seconds": seconds}, targets, None)  # no probe: time only
+    assert timing["seconds"] == 3.0 and timing["relevance"] is None and timing["probe_fd"] is None
+
+
+def test_benchmark_jobs_run_as_processes(tmp_path):
+    bench = _benchmark_module()
+    args = ["--model", "paper", "--config", str(TINY), "--grid", "ddpm:3", "dpmpp:2", "--guidances", "1",
+            "--sweep_steps", "2", "--num_frames", "8", "--device", "cpu", "--out_dir", str(tmp_path)]  # fmt: skip
+    assert bench.main(args + ["--jobs", "2"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["sampler"], r["steps"]) for r in rows["samplers"]] == [("ddpm", 3), ("dpmpp", 2)]
+    assert all(r["seconds"] > 0 and r["relevance"] is None for r in rows["samplers"] + rows["guidance"])
+    assert "8 IQ queries" in (tmp_path / "results.md").read_text()
+    assert "2 jobs at once (queries i mod 2), 1 CPU thread(s) each" in (tmp_path / "results.md").read_text()
+    assert bench.main(args + ["--jobs", "0"]) == 2

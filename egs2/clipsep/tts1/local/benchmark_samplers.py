@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "tuning" / "train_clipsonic.yaml"
 DEFAULT_GRID = ("ddpm:1000", "ddim:10,25,50", "dpmpp:10,25,50")
 DEFAULT_GUIDANCES = (0.0, 1.0, 1.5, 3.0, 5.0)
@@ -75,7 +77,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: inference_frames)")
     parser.add_argument("--seed", type=int, default=0, help="sample of query i uses seed + i")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default; 1 per job with --jobs > 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes sharing the queries (query i in job i mod N); the figures are the same")
+    parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # internal: "I/N:PATH" of one job
     parser.add_argument("--prior", type=Path, default=None, help="prior for --mode pd (default: beside the model)")
     parser.add_argument("--out_dir", type=Path, required=True, help="where the PNGs, results.json/.md go")
     return parser
@@ -292,32 +298,105 @@ def paper_model(config: Path, device):
     return CLIPSonic(idim=2, odim=n_mels, **tts_conf).to(device).eval()
 
 
-def run_setting(sample_fn, conds: Sequence, sampler: str, steps: int, guidance: float, seed: int,
-                num_timed: int, quality: bool, device) -> Tuple[float, list]:  # fmt: skip
-    """Median s/sample over ``num_timed`` samples (0: all) after a warm-up; all queries' waveforms when ``quality``."""
-    sample_fn(conds[0], seed, sampler, min(steps, 2), guidance)  # warm-up (kernels, caches): the same calls, few
-    wavs, times = [], []
+def run_setting(sample_fn, conds: Sequence, indices: Sequence[int], sampler: str, steps: int, guidance: float,
+                seed: int, num_timed: int, quality: bool, device) -> Tuple[List[float], list]:  # fmt: skip
+    """Seconds per timed sample after a warm-up, and the outputs of every sampled query.
+
+    Query ``i`` of ``indices`` (positions in ``conds``) is sampled with seed ``seed + i`` and timed when
+    ``i < num_timed`` (``num_timed`` 0: all); without ``quality`` only the timed ones are sampled.
+    """
     num_timed = len(conds) if num_timed <= 0 else num_timed
-    todo = conds if quality else conds[:num_timed]
-    for i, cond in enumerate(todo):
+    todo = [i for i in indices if quality or i < num_timed]
+    if not todo:
+        return [], []
+    sample_fn(conds[todo[0]], seed, sampler, min(steps, 2), guidance)  # warm-up (kernels, caches): the same calls, few
+    outs, times = [], []
+    for i in todo:
         _sync(device)
         start = time.perf_counter()
-        wav = sample_fn(cond, seed + i, sampler, steps, guidance)
+        out = sample_fn(conds[i], seed + i, sampler, steps, guidance)
         _sync(device)
         if i < num_timed:
             times.append(time.perf_counter() - start)
-        wavs.append(wav)
-    return statistics.median(times), wavs
+        outs.append(out)
+    return times, outs
+
+
+def shard_of(spec: str) -> Tuple[int, int, Path]:
+    """``"I/N:PATH"`` -> ``(I, N, PATH)`` (the internal ``--shard`` of one job)."""
+    part, _, path = spec.partition(":")
+    i, _, n = part.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n) and path):
+        raise ValueError(f"--shard {spec!r}: expected I/N:PATH with 0 <= I < N")
+    return int(i), int(n), Path(path)
+
+
+def settings_of(args) -> List[Tuple[str, int, float]]:
+    """(sampler, steps, guidance) of the grid at ``--guidance``, then of the sweep."""
+    grid = [(s, n, args.guidance) for s, n in parse_grid(args.grid)]
+    return grid + [(args.sweep_sampler, args.sweep_steps, w) for w in args.guidances]
+
+
+def aggregate(settings: Sequence[Tuple[str, int, float]], records: Dict[str, np.ndarray], targets: np.ndarray,
+              ref_emb: Optional[np.ndarray]) -> List[Dict]:  # fmt: skip
+    """One table row per setting from the per-sample records of all jobs.
+
+    ``records`` holds, per setting ``k``: ``{k}_seconds`` (timed samples), and with quality ``{k}_query``
+    (query positions), ``{k}_pred`` / ``{k}_emb`` (probe class and embedding of the audio) and
+    ``{k}_mel_pred`` / ``{k}_mel_emb`` (of the mel). ``targets``: the query classes by position.
+    """
+    from espnet2.tts_diff.probe import frechet_distance
+
+    rows = []
+    for k, (sampler, steps, guidance) in enumerate(settings):
+        seconds = records[f"{k}_seconds"]
+        row = dict(sampler=sampler, steps=steps, guidance=guidance,
+                   seconds=float(np.median(seconds)) if len(seconds) else None, relevance=None, probe_fd=None)  # fmt: skip
+        if ref_emb is not None:
+            query = records[f"{k}_query"]
+            for name in ("", "mel_"):
+                row[f"{name}relevance"] = float(np.mean(records[f"{k}_{name}pred"] == targets[query]))
+                row[f"{name}probe_fd"] = frechet_distance(records[f"{k}_{name}emb"], ref_emb)
+        rows.append(row)
+    return rows
+
+
+def run_jobs(args, argv: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Run ``--jobs`` copies of this script, one per query shard, at once; merge their per-sample records."""
+    import subprocess
+    import tempfile
+
+    threads = args.threads if args.threads > 0 else 1
+    with tempfile.TemporaryDirectory(prefix="benchmark_jobs.") as tmp:
+        paths = [Path(tmp) / f"job{i}.npz" for i in range(args.jobs)]
+        procs = [
+            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1",
+                              "--threads", str(threads), "--shard", f"{i}/{args.jobs}:{path}"])  # fmt: skip
+            for i, path in enumerate(paths)
+        ]
+        codes = [p.wait() for p in procs]
+        failed = [f"job {i} (exit {c})" for i, c in enumerate(codes) if c != 0]
+        if failed:
+            raise RuntimeError(f"{', '.join(failed)} of {args.jobs} failed; see the messages above")
+        parts = [dict(np.load(p)) for p in paths]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def main(cmd=None) -> int:
     args = get_parser().parse_args(cmd)
-    import numpy as np
     import torch
 
+    try:
+        shard = shard_of(args.shard) if args.shard else None
+        grid = parse_grid(args.grid)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    grid = parse_grid(args.grid)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     quality = args.model != "paper" and args.probe is not None
@@ -373,60 +452,85 @@ def main(cmd=None) -> int:
             return torch.as_tensor(np.asarray(emb, np.float32)).reshape(-1, gen.embed_dim).mean(0)
 
         conds = [Condition(k, args.mode, load(table[k])) for k in keys]
-        print(f"model: {args.model} on {device}; {len(conds)} {args.mode} queries from {args.queries}")
+        if shard is None:
+            print(f"model: {args.model} on {device}; {len(conds)} {args.mode} queries from {args.queries}")
 
         def sample_fn(cond, seed, sampler, steps, guidance):
             out = gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)
             return out["wav"], out["mel"]
 
-    scorer = None
+    class_ids, ref_emb, score = [], None, None
     if quality:
         from espnet2.enh.clipsep.kaldi_table import read_table
-        from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs, read_wav
+        from espnet2.tts_diff.probe import load_probe, probe_outputs, read_wav
 
         probe, classes = load_probe(args.probe)
         probe.to(device)
         labels = read_table(args.utt2label)
         index = {c: i for i, c in enumerate(classes)}
-        class_ids = []
         for c in conds:
             label = labels.get(c.name, c.name)
             if label not in index:
                 print(f"error: {args.utt2label}: query {c.name}: label {label!r} is not a probe class", file=sys.stderr)
                 return 2
             class_ids.append(index[label])
-        refs = [read_wav(p, probe.fs) for p in read_table(args.references).values()]
-        _, ref_emb = probe_outputs(probe, refs)
-        print(f"probe: {args.probe} ({len(classes)} classes); {len(refs)} reference clips")
+        if shard is None:  # the jobs' records are scored against the references here, once
+            refs = [read_wav(p, probe.fs) for p in read_table(args.references).values()]
+            ref_emb = probe_outputs(probe, refs)[1].numpy()
+            print(f"probe: {args.probe} ({len(classes)} classes); {len(refs)} reference clips")
 
-        def scorer(outs):  # relevance and probe-FD of the waveforms, then of the mels they were vocoded from
+        def score(outs):  # probe class and embedding of the waveforms, then of the mels they were vocoded from
             figures = {}
             for name, items, mels in (("", [o[0] for o in outs], False), ("mel_", [o[1] for o in outs], True)):
                 logits, emb = probe_outputs(probe, items, mels=mels)
-                figures[f"{name}relevance"] = float(np.mean([int(p) == t for p, t in zip(logits.argmax(1), class_ids)]))
-                figures[f"{name}probe_fd"] = frechet_distance(emb, ref_emb)
+                figures[f"{name}pred"], figures[f"{name}emb"] = logits.argmax(1).numpy(), emb.numpy()
             return figures
 
-    def measure(sampler, steps, guidance):
-        seconds, outs = run_setting(sample_fn, conds, sampler, steps, guidance, args.seed, args.num_timed, quality, device)
-        row = dict(sampler=sampler, steps=steps, guidance=guidance, seconds=seconds, relevance=None, probe_fd=None)
-        if scorer is not None:
-            row.update(scorer(outs))
-        print(f"  {SAMPLER_NAMES[sampler]:>13} {steps:>5} steps w={guidance:g}: {seconds:.4f} s/sample"
-              + ("" if scorer is None else ", relevance {relevance:.3f}, probe-FD {probe_fd:.3f}; on the mel: relevance"
-                 " {mel_relevance:.3f}, probe-FD {mel_probe_fd:.3f}".format(**row)), file=sys.stderr, flush=True)  # fmt: skip
-        return row
-
-    rows = [measure(s, n, args.guidance) for s, n in grid]
-    sweep = [measure(args.sweep_sampler, args.sweep_steps, w) for w in args.guidances]
+    settings = settings_of(args)
+    args.jobs = min(args.jobs, len(conds))  # every job has a query
+    if args.jobs > 1 and shard is None:
+        try:
+            records = run_jobs(args, sys.argv[1:] if cmd is None else list(cmd))
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    else:
+        indices = list(range(len(conds)))[shard[0] :: shard[1]] if shard else list(range(len(conds)))
+        tag = f"[job {shard[0]}/{shard[1]}] " if shard else ""
+        records = {}
+        for k, (sampler, steps, guidance) in enumerate(settings):
+            times, outs = run_setting(sample_fn, conds, indices, sampler, steps, guidance, args.seed, args.num_timed,
+                                      quality, device)  # fmt: skip
+            records[f"{k}_seconds"] = np.asarray(times, dtype=np.float64)
+            line = f"  {tag}{SAMPLER_NAMES[sampler]:>13} {steps:>5} steps w={guidance:g}: {len(outs)} samples"
+            if times:
+                line += f", {statistics.median(times):.4f} s/sample"
+            if score is not None:
+                records[f"{k}_query"] = np.asarray(indices[: len(outs)], dtype=np.int64)
+                records.update({f"{k}_{name}": v for name, v in score(outs).items()})
+            print(line, file=sys.stderr, flush=True)
+        if shard:
+            tmp = shard[2].with_name(f".{shard[2].name}.tmp.npz")
+            np.savez(tmp, **records)
+            os.replace(tmp, shard[2])
+            return 0
+    rows_all = aggregate(settings, records, np.asarray(class_ids, dtype=np.int64), ref_emb)
+    rows, sweep = rows_all[: len(grid)], rows_all[len(grid) :]
+    for r in rows_all:
+        print(f"  {SAMPLER_NAMES[r['sampler']]:>13} {r['steps']:>5} steps w={r['guidance']:g}: {_fmt(r['seconds'], '.4f')} s/sample"
+              + ("" if ref_emb is None else ", relevance {relevance:.3f}, probe-FD {probe_fd:.3f}; on the mel: relevance"
+                 " {mel_relevance:.3f}, probe-FD {mel_probe_fd:.3f}".format(**r)), file=sys.stderr, flush=True)  # fmt: skip
     base = baseline_seconds(rows)
+    threads = f"{torch.get_num_threads()} CPU thread(s)"
+    if args.jobs > 1:
+        threads = f"{args.jobs} jobs at once (queries i mod {args.jobs}), {args.threads if args.threads > 0 else 1} CPU thread(s) each"
     text = "\n".join([
         f"## Samplers (w = {args.guidance:g})", "", markdown_table(rows), "", goal_check(rows), "",
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
         markdown_table(sweep, first="guidance", baseline=base), "",
         f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: median"
-        f" of {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} on {device},"
-        f" {torch.get_num_threads()} CPU thread(s). Plots: {args.out_dir}/samplers.png"
+        f" of {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} on {device}, {threads}."
+        f" Plots: {args.out_dir}/samplers.png"
         f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
     ])  # fmt: skip
     print(text)
