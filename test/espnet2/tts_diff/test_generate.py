@@ -293,6 +293,33 @@ def test_benchmark_jobs_merge_to_the_rows_of_one_job():
     assert timing["seconds"] == 3.0 and timing["relevance"] is None and timing["probe_fd"] is None
 
 
+def test_benchmark_goal_gives_a_paired_bootstrap_interval():
+    bench = _benchmark_module()
+    rng = np.random.default_rng(1)
+    emb, ref = rng.normal(size=(12, 3)), rng.normal(size=(30, 3))
+    assert bench.fd_change_interval(emb, emb, ref, resamples=50) == (0.0, 0.0)  # the same samples: no change
+    lo, hi = bench.fd_change_interval(emb + 3.0, emb, ref, resamples=50)  # shifted away from the references
+    assert 0.0 < lo <= hi
+    with pytest.raises(ValueError, match="paired"):
+        bench.fd_change_interval(emb[:5], emb, ref)
+    # records of a job-merged run: DPM-Solver++'s rows come in another query order than DDPM's; the samples are
+    # paired by query, so identical per-query embeddings give an interval of exactly zero
+    settings = [("ddpm", 1000, 1.5), ("dpmpp", 10, 1.5), ("dpmpp", 50, 1.5)]
+    order = np.array([0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11])
+    records = {"0_query": np.arange(12), "0_emb": emb, "0_mel_emb": emb + 1.0}
+    for k in (1, 2):
+        records.update({f"{k}_query": order, f"{k}_emb": emb[order], f"{k}_mel_emb": emb[order] + 1.0})
+    rows = [dict(sampler=s, steps=n, guidance=w) for s, n, w in settings]
+    bench.add_goal_intervals(rows, settings, records, ref)
+    assert rows[1]["probe_fd_ci"] == (0.0, 0.0) and rows[1]["mel_probe_fd_ci"] == (0.0, 0.0)
+    assert "probe_fd_ci" not in rows[0] and "probe_fd_ci" not in rows[2]  # only DPM-Solver++ at <= 25 steps
+    goal = bench.goal_check([
+        dict(sampler="ddpm", steps=1000, guidance=1.5, seconds=40.0, probe_fd=10.0),
+        dict(sampler="dpmpp", steps=10, guidance=1.5, seconds=0.5, probe_fd=11.2, probe_fd_ci=(0.012, 0.142)),
+    ])  # fmt: skip
+    assert goal.endswith("NOT MET; 10 steps 80.0x, probe-FD +12.0 % (90 % interval +1.2..+14.2 %)"), goal
+
+
 def test_benchmark_jobs_run_as_processes(tmp_path):
     bench = _benchmark_module()
     args = ["--model", "paper", "--config", str(TINY), "--grid", "ddpm:3", "dpmpp:2", "--guidances", "1",

@@ -6,9 +6,11 @@ at guidance ``--guidance``; then the guidance sweep w in {0, 1, 1.5, 3, 5} with 
 ``--sweep_steps`` steps. Goal: DPM-Solver++ at <= 25 steps >= 40x faster than DDPM-1000 with probe-FD within
 10 %. Prints a markdown table (sampler, steps, s/sample, speed-up vs DDPM-1000, relevance, probe-FD, and the same
 two on the mel before the vocoder) and the goal check (on the audio, and again on the mel: what the sampler
-itself changes, without the vocoder's own errors); writes ``samplers.png`` (probe-FD and s/sample vs steps),
-``guidance.png`` (probe-FD and relevance vs w), ``results.json`` and ``results.md`` to ``--out_dir``. The PNGs
-are drawn with Pillow (matplotlib is not a dependency).
+itself changes, without the vocoder's own errors; each probe-FD change with its 90 % interval from a paired
+bootstrap over the queries, since a dozen clips cannot settle a 10 % threshold on their own); writes
+``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
+``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with Pillow (matplotlib is not a
+dependency).
 
 Queries are cached CLIP embeddings (``--queries``: npy/kaldi_ark scp, e.g. the test set's ``image.scp`` for IQ,
 or ``text.scp`` with ``--mode zs|pd``); each query's class is ``utt2label`` of its key (its text for
@@ -18,8 +20,10 @@ generated clips and ``--references`` (a ``wav.scp``). probe-FD is *not* FAD. The
 de-normalised log-mel each clip was vocoded from (as ``bin/probe.py evaluate --gen_mel_scp`` does).
 
 s/sample: wall time of one generated clip (prior for PD, mel sampling, vocoder or Griffin-Lim), median over the
-timed samples, after one warm-up; CUDA is synchronised. ``--model paper`` (or any training YAML via
-``--config``) times the paper-size U-Net with random weights: mel sampling only, no quality ("n/a").
+timed samples, after one warm-up; CUDA is synchronised. ``--jobs N`` runs N processes at once, query i in job
+i mod N (same seeds, so the same samples and figures; on CPU each job has ``--threads``, default 1).
+``--model paper`` (or any training YAML via ``--config``) times the paper-size U-Net with random weights: mel
+sampling only, no quality ("n/a").
 
 Examples:
     python local/benchmark_samplers.py --model exp/mini/tts_clipsonic/packed.zip --probe exp/mini/probe/probe.pt \\
@@ -146,7 +150,9 @@ def _goal_parts(base: Dict, fast: Sequence[Dict], key: str) -> Tuple[bool, bool,
         if base.get(key) is not None and r.get(key) is not None:
             rel = (r[key] - base[key]) / max(base[key], 1e-12)
             fd_ok = rel <= GOAL_FD_REL
-            parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD {100 * rel:+.1f} %")
+            ci = r.get(f"{key}_ci")
+            ci = "" if ci is None else f" (90 % interval {100 * ci[0]:+.1f}..{100 * ci[1]:+.1f} %)"
+            parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD {100 * rel:+.1f} %{ci}")
         else:
             parts.append(f"{r['steps']} steps {speed:.1f}x, probe-FD n/a")
         met = met or (speed >= GOAL_SPEEDUP and fd_ok is not False and fd_ok is not None)
@@ -361,6 +367,50 @@ def aggregate(settings: Sequence[Tuple[str, int, float]], records: Dict[str, np.
     return rows
 
 
+def fd_change_interval(emb: np.ndarray, base_emb: np.ndarray, ref_emb: np.ndarray, resamples: int = 1000,
+                       level: float = 0.9, seed: int = 0) -> Tuple[float, float]:  # fmt: skip
+    """Paired bootstrap interval of the relative probe-FD change ``FD(emb) / FD(base_emb) - 1``.
+
+    Args:
+        emb: Embeddings ``(N, D)`` of one setting's samples, row ``i`` from query ``i``.
+        base_emb: ``(N, D)`` of the baseline's samples of the same queries, in the same order.
+        ref_emb: ``(M, D)`` of the reference clips (kept fixed).
+        resamples: Bootstrap draws; each draws N queries with replacement for both settings at once.
+        level: Central probability of the interval.
+        seed: Seed of the draws.
+
+    Returns:
+        ``(lo, hi)`` quantiles of the relative change.
+    """
+    from espnet2.tts_diff.probe import frechet_distance_from_stats, gaussian_stats
+
+    if emb.shape != base_emb.shape:
+        raise ValueError(f"paired embeddings differ in shape: {emb.shape} vs {base_emb.shape}")
+    ref = gaussian_stats(ref_emb)
+    rng = np.random.default_rng(seed)
+    changes = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(emb), len(emb))
+        fd = frechet_distance_from_stats(*gaussian_stats(emb[idx]), *ref)
+        base = frechet_distance_from_stats(*gaussian_stats(base_emb[idx]), *ref)
+        changes.append(fd / max(base, 1e-12) - 1.0)
+    lo, hi = np.quantile(changes, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def add_goal_intervals(rows: List[Dict], settings: Sequence[Tuple[str, int, float]], records: Dict[str, np.ndarray],
+                       ref_emb: np.ndarray) -> None:  # fmt: skip
+    """Give each DPM-Solver++ row of <= 25 steps ``probe_fd_ci`` / ``mel_probe_fd_ci`` against DDPM-1000 (in place)."""
+    base = next((k for k, (s, n, _) in enumerate(settings[: len(rows)]) if (s, n) == ("ddpm", 1000)), None)
+    if base is None:
+        return
+    for k, (sampler, steps, _) in enumerate(settings[: len(rows)]):
+        if sampler == "dpmpp" and steps <= 25:
+            for name in ("", "mel_"):
+                emb, base_emb = (records[f"{j}_{name}emb"][np.argsort(records[f"{j}_query"])] for j in (k, base))
+                rows[k][f"{name}probe_fd_ci"] = fd_change_interval(emb, base_emb, ref_emb)
+
+
 def run_jobs(args, argv: Sequence[str]) -> Dict[str, np.ndarray]:
     """Run ``--jobs`` copies of this script, one per query shard, at once; merge their per-sample records."""
     import subprocess
@@ -516,6 +566,8 @@ def main(cmd=None) -> int:
             return 0
     rows_all = aggregate(settings, records, np.asarray(class_ids, dtype=np.int64), ref_emb)
     rows, sweep = rows_all[: len(grid)], rows_all[len(grid) :]
+    if ref_emb is not None:
+        add_goal_intervals(rows, settings, records, ref_emb)
     for r in rows_all:
         print(f"  {SAMPLER_NAMES[r['sampler']]:>13} {r['steps']:>5} steps w={r['guidance']:g}: {_fmt(r['seconds'], '.4f')} s/sample"
               + ("" if ref_emb is None else ", relevance {relevance:.3f}, probe-FD {probe_fd:.3f}; on the mel: relevance"
