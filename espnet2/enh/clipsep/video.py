@@ -1,7 +1,7 @@
 """Turn a video file into 16 kHz mono audio and 1-fps square frames with ffmpeg.
 
-``extract_video`` is the whole conversion of one file: probe, extract and check the audio, extract the frames,
-then publish both under their final names. Every rejection raises :class:`VideoError` with a short ``reason``
+``extract_video`` is the whole conversion of one file: probe, decode the audio and the frames in one ffmpeg pass,
+check the audio, then publish both under their final names. Every rejection raises :class:`VideoError` with a short ``reason``
 (one of :data:`SKIP_REASONS`) so that callers can count them. Outputs are written to temporary names and renamed
 only once complete, so an interrupted run never leaves a half-written item behind, and an item whose outputs
 already exist is reused without running ffmpeg.
@@ -188,8 +188,8 @@ def extract_audio(
     tmp = out_wav.with_name(out_wav.name + ".tmp")
     try:
         _run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", *_limit(max_duration), "-i", str(path),
-             "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(fs), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)],
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *_limit(max_duration), "-i", str(path), *_audio_output(fs),
+             str(tmp)],
             path,
         )
         num_samples = sf.info(str(tmp)).frames
@@ -208,6 +208,54 @@ def frame_filter(fps: float = 1, size: int = 224) -> str:
     width = f"if(lt(dar,1),{size},ceil({size}*dar))"
     height = f"if(lt(dar,1),ceil({size}/dar),{size})"
     return f"fps={fps:g},scale='{width}':'{height}':flags=bicubic,setsar=1,crop={size}:{size}"
+
+
+def _audio_output(fs: int) -> List[str]:
+    """ffmpeg output options of the wav: first audio stream, down-mixed to mono, resampled to ``fs``, 16-bit PCM."""
+    return ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(fs), "-c:a", "pcm_s16le", "-f", "wav"]
+
+
+def _frames_output(fps: float, size: int) -> List[str]:
+    """ffmpeg output options of the frames: first video stream through :func:`frame_filter`, raw RGB on stdout."""
+    return ["-map", "0:v:0", "-an", "-vf", frame_filter(fps, size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
+def _save_frames(cmd: List[str], path: PathLike, out_dir: Path, size: int) -> int:
+    """Run ``cmd`` (ffmpeg streaming ``size x size`` RGB frames to stdout) and save each as a JPEG in ``out_dir``.
+
+    Returns:
+        The number of frames saved.
+
+    Raises:
+        VideoError: ``corrupt`` when ffmpeg fails.
+    """
+    frame_bytes = size * size * 3
+    # stderr goes to a file: a pipe could fill up and block ffmpeg while we read its stdout.
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        except FileNotFoundError as error:
+            raise RuntimeError(f"{cmd[0]} not found on PATH (apt-get install ffmpeg)") from error
+        with proc:
+            count = 0
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                image = Image.frombuffer("RGB", (size, size), buf, "raw", "RGB", 0, 1)
+                image.save(out_dir / FRAME_PATTERN.format(count), quality=JPEG_QUALITY)
+                count += 1
+        err.seek(0)
+        if proc.returncode != 0:
+            detail = _last_line(err.read(), path) or f"ffmpeg exit code {proc.returncode}"
+            raise VideoError(path, "corrupt", detail)
+    return count
+
+
+def _publish_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename the complete directory ``tmp`` to ``out_dir`` (replacing an existing one)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
 
 
 def extract_frames(
@@ -235,29 +283,12 @@ def extract_frames(
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    frame_bytes = size * size * 3
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", *_limit(max_duration), "-i", str(path), "-map", "0:v:0",
-           "-an", "-vf", frame_filter(fps, size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", *_limit(max_duration), "-i", str(path), *_frames_output(fps, size)]
     try:
-        # stderr goes to a file: a pipe could fill up and block ffmpeg while we read its stdout.
-        with tempfile.TemporaryFile() as err:
-            with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err) as proc:
-                count = 0
-                while True:
-                    buf = proc.stdout.read(frame_bytes)
-                    if len(buf) < frame_bytes:
-                        break
-                    image = Image.frombuffer("RGB", (size, size), buf, "raw", "RGB", 0, 1)
-                    image.save(tmp / FRAME_PATTERN.format(count), quality=JPEG_QUALITY)
-                    count += 1
-            err.seek(0)
-            if proc.returncode != 0:
-                detail = _last_line(err.read(), path) or f"ffmpeg exit code {proc.returncode}"
-                raise VideoError(path, "corrupt", detail)
+        count = _save_frames(cmd, path, tmp, size)
         if count == 0:
             raise VideoError(path, "no-frames", "no decodable picture")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        _publish_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return count
@@ -330,16 +361,25 @@ def extract_video(
 
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     out_frames_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Decode to a private name first: the wav is published only after the frames.
+    # One decoding pass writes both, to private names; the frames are published first, then the wav.
     staged = out_wav.with_name(out_wav.name + ".new")
+    frames_tmp = out_frames_dir.with_name(out_frames_dir.name + ".tmp")
+    shutil.rmtree(frames_tmp, ignore_errors=True)
+    frames_tmp.mkdir()
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *_limit(max_duration), "-i", str(path),
+           *_audio_output(fs), str(staged), *_frames_output(fps, size)]  # fmt: skip
     try:
-        num_samples = extract_audio(path, staged, fs, max_duration)
+        num_frames = _save_frames(cmd, path, frames_tmp, size)
+        num_samples = sf.info(str(staged)).frames
         if num_samples < min_duration * fs:
             raise VideoError(path, "too-short", f"{num_samples / fs:.2f} s of audio < {min_duration:g} s")
         if is_silent(staged):
             raise VideoError(path, "silent", "digital silence")
-        num_frames = extract_frames(path, out_frames_dir, fps, size, max_duration)
+        if num_frames == 0:
+            raise VideoError(path, "no-frames", "no decodable picture")
+        _publish_dir(frames_tmp, out_frames_dir)
         os.replace(staged, out_wav)
     finally:
         staged.unlink(missing_ok=True)
+        shutil.rmtree(frames_tmp, ignore_errors=True)
     return ExtractedVideo(out_wav, out_frames_dir, num_samples, num_frames)

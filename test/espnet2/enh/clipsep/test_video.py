@@ -86,6 +86,20 @@ def test_extract_video_good(videos, tmp_path):
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["x"]
 
 
+def test_extract_video_decodes_once_and_matches_the_separate_extractors(videos, tmp_path, monkeypatch):
+    calls, real = [], subprocess.Popen  # subprocess.run goes through Popen too
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, *a, **k: calls.append(cmd[0]) or real(cmd, *a, **k))
+    out = extract_video(videos["portrait"], tmp_path / "x.wav", tmp_path / "x")
+    assert calls == ["ffprobe", "ffmpeg"]
+    monkeypatch.undo()
+    assert extract_audio(videos["portrait"], tmp_path / "y.wav") == out.num_samples
+    assert extract_frames(videos["portrait"], tmp_path / "y") == out.num_frames == 2
+    np.testing.assert_array_equal(sf.read(tmp_path / "x.wav")[0], sf.read(tmp_path / "y.wav")[0])
+    for i in range(out.num_frames):
+        a, b = (np.asarray(Image.open(tmp_path / d / f"{i:06d}.jpg")) for d in ("x", "y"))
+        np.testing.assert_array_equal(a, b)
+
+
 def test_extract_video_reuses_complete_items(videos, tmp_path):
     wav, frames = tmp_path / "x.wav", tmp_path / "x"
     extract_video(videos["good"], wav, frames)
