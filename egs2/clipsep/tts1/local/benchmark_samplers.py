@@ -481,10 +481,8 @@ def main(cmd=None) -> int:
 
         # Queries are cached embeddings: no CLIP needed, only the model and (for PD) its prior.
         files = resolve_model(args.model)
-        net, _ = build_model(files.train_config, files.model_file)
         prior_file = args.prior or (find_prior(files.search_dirs, files.pack_root) if args.mode == "pd" else None)
-        gen = Generator(net, prior=None if prior_file is None else load_prior(prior_file), device=str(device))
-        if args.mode == "pd" and gen.prior is None:
+        if args.mode == "pd" and prior_file is None:
             print("error: --mode pd: needs the diffusion prior (pass --prior FILE)", file=sys.stderr)
             return 2
         from espnet2.tts_diff.bin.generate_set import select_keys
@@ -497,13 +495,19 @@ def main(cmd=None) -> int:
             print(f"error: {args.utt2label}: {err}", file=sys.stderr)
             return 2
         keys = keys[: args.num_queries]
-        def load(value: str):  # an npy file (dump's npy scp) or a kaldi ark offset; (D,) or per-frame (F, D)
-            emb = np.load(value) if value.endswith(".npy") else kaldiio.load_mat(value)
-            return torch.as_tensor(np.asarray(emb, np.float32)).reshape(-1, gen.embed_dim).mean(0)
-
-        conds = [Condition(k, args.mode, load(table[k])) for k in keys]
         if shard is None:
-            print(f"model: {args.model} on {device}; {len(conds)} {args.mode} queries from {args.queries}")
+            print(f"model: {args.model} on {device}; {len(keys)} {args.mode} queries from {args.queries}")
+        if shard is None and min(args.jobs, len(keys)) > 1:
+            conds = keys  # the jobs sample: this process only scores, so it never builds the model
+        else:
+            net, _ = build_model(files.train_config, files.model_file)
+            gen = Generator(net, prior=None if prior_file is None else load_prior(prior_file), device=str(device))
+
+            def load(value: str):  # an npy file (dump's npy scp) or a kaldi ark offset; (D,) or per-frame (F, D)
+                emb = np.load(value) if value.endswith(".npy") else kaldiio.load_mat(value)
+                return torch.as_tensor(np.asarray(emb, np.float32)).reshape(-1, gen.embed_dim).mean(0)
+
+            conds = [Condition(k, args.mode, load(table[k])) for k in keys]
 
         def sample_fn(cond, seed, sampler, steps, guidance):
             out = gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)
@@ -518,10 +522,10 @@ def main(cmd=None) -> int:
         probe.to(device)
         labels = read_table(args.utt2label)
         index = {c: i for i, c in enumerate(classes)}
-        for c in conds:
-            label = labels.get(c.name, c.name)
+        for name in (c if isinstance(c, str) else c.name for c in conds):
+            label = labels.get(name, name)
             if label not in index:
-                print(f"error: {args.utt2label}: query {c.name}: label {label!r} is not a probe class", file=sys.stderr)
+                print(f"error: {args.utt2label}: query {name}: label {label!r} is not a probe class", file=sys.stderr)
                 return 2
             class_ids.append(index[label])
         if shard is None:  # the jobs' records are scored against the references here, once
