@@ -146,13 +146,32 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     stage_start 3 "CLIP embeddings (${clip_model})"
     device=cpu; [ "${ngpu}" -gt 0 ] && device=auto
     embed=(${python} -m espnet2.enh.clipsep.bin.embed --clip_model "${clip_model}" --clip_pretrained "${clip_weights}" --device "${device}")
+    embed_one() {  # embed_one frames|image|text SET
+        case "$1" in
+            frames) "${embed[@]}" --frames_scp "${datadir}/$2/frames.scp" --per_frame --output_dir "${dumpdir}/clip/$2" --name image_frames;;
+            image) "${embed[@]}" --frames_scp "${datadir}/$2/frames.scp" --output_dir "${dumpdir}/clip/$2" --name image;;
+            text) "${embed[@]}" --text "${datadir}/$2/utt2label" --output_dir "${dumpdir}/clip/$2" --name text;;
+        esac
+    }
     log "Stage 3: ${train_set}: per-frame image embeddings"
-    "${embed[@]}" --frames_scp "${datadir}/${train_set}/frames.scp" --per_frame --output_dir "${dumpdir}/clip/${train_set}" --name image_frames
+    jobs=("frames ${train_set}")
     for dset in ${valid_set} ${test_sets}; do
         log "Stage 3: ${dset}: image (3 frames around the centre) and text (label, 4 templates) embeddings"
-        "${embed[@]}" --frames_scp "${datadir}/${dset}/frames.scp" --output_dir "${dumpdir}/clip/${dset}" --name image
-        "${embed[@]}" --text "${datadir}/${dset}/utt2label" --output_dir "${dumpdir}/clip/${dset}" --name text
+        jobs+=("image ${dset}" "text ${dset}")
     done
+    # One process per table, nj at once: each is mostly start-up (torch, open_clip, the model).
+    pids=(); failed=0
+    for job in "${jobs[@]}"; do
+        # shellcheck disable=SC2086
+        embed_one ${job} &
+        pids+=($!)
+        if [ "${#pids[@]}" -ge "${nj}" ]; then
+            wait "${pids[0]}" || failed=1
+            pids=("${pids[@]:1}")
+        fi
+    done
+    for pid in "${pids[@]}"; do wait "${pid}" || failed=1; done
+    [ "${failed}" = 0 ] || { log "error: CLIP embedding failed (see the messages above)"; exit 1; }
     for config in ${enh_configs}; do
         if [ "$(query_kind "${config}")" = label ]; then
             log "Stage 3: label ids for LabelSep (${config})"
