@@ -4,6 +4,7 @@ Every stage runs through the recipe's own shell scripts and entry points (stage 
 recipe's); only sizes are cut down.
 """
 
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ TINY_CONF = yaml.safe_load((RECIPE / "conf" / "tiny" / "train_clipsonic.yaml").r
 GEN_FRAMES = TINY_CONF["tts_conf"]["inference_frames"]
 
 
-def _run(args, tmp, timeout=1200):
+def _run(args, tmp, timeout=1200, check=True):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     base = [
         "--datadir", f"{tmp}/data", "--clip_dumpdir", f"{tmp}/clip_dump", "--clip_expdir", f"{tmp}/enh1_exp",
@@ -45,6 +46,8 @@ def _run(args, tmp, timeout=1200):
     ]  # fmt: skip
     proc = subprocess.run(["./run.sh", *base, *args], cwd=RECIPE, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+    if not check:
+        return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -161,3 +164,31 @@ def test_pack_reloads_offline_and_generates(recipe, tmp_path):
     emb = prior.sample(text[None], steps=2)[0]
     wav = model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=emb, steps=2, seed=0, num_frames=4)["wav"]
     assert wav.shape == (4 * HOP,) and torch.isfinite(wav).all()
+
+
+def test_vggish_weights_add_fad(recipe, tmp_path):
+    """Stage 8 again with VGGish weights (random here; a user's vggish-10086976.pth): an FAD column."""
+    import torch
+
+    from espnet2.tts_diff.fad import VGGish
+
+    tmp, _ = recipe
+    missing = _run(["--stage", "8", "--vggish", str(tmp_path / "no.pth")], tmp, timeout=120, check=False)
+    assert missing.returncode == 1 and "no.pth: file not found (download https://" in missing.stdout + missing.stderr
+    torch.manual_seed(0)
+    model = VGGish()
+    for m in model.modules():  # He initialisation: embeddings of order one, so the FAD shows in 3 decimals
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
+    weights = tmp_path / "vggish.pth"
+    torch.save(model.state_dict(), weights)
+    out = _run(["--stage", "8", "--stop_stage", "9", "--vggish", str(weights), "--results", f"{tmp_path}/R.md"], tmp)
+    assert re.search(r"Stage 8: iq: relevance .*FAD \(VGGish\) \d+\.\d+", out), out[-2000:]
+    results = (tmp_path / "R.md").read_text()
+    assert "| FAD (VGGish) | clips | RTF |" in results
+    for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
+        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{5}} \| \d+\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
+                         results, re.M), results  # fmt: skip
+    gt = json.loads((tmp / "exp" / "tts_clipsonic_vocoder" / "gen_test_gt" / "probe_eval.json").read_text())
+    assert gt["fad_vggish"] > 0.001  # the vocoder's resynthesis is not the real clips

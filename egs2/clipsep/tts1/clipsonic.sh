@@ -13,7 +13,8 @@
 #                    ground-truth resynthesis through the vocoder; then the sampler benchmark (DDPM-1000 vs
 #                    DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false skips it)
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
-#                    the audio and on the mel before the vocoder (which tells generator from vocoder)
+#                    the audio and on the mel before the vocoder (which tells generator from vocoder);
+#                    with --vggish weights also FAD
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads).
@@ -58,6 +59,7 @@ prior_opts=             # extra options of espnet2.tts_diff.bin.train_prior (e.g
 vocoder_config=conf/tuning/train_vocoder.yaml # vocoder config
 vocoder_args=           # extra vocoder training options
 probe_opts=             # extra options of espnet2.tts_diff.bin.probe train (e.g. --epochs 30)
+vggish=                 # VGGish weights (vggish-10086976.pth): stage 8 adds FAD (empty: without it)
 resume=true             # resume interrupted trainings from their checkpoints
 inference_model=latest.pth   # generator checkpoint to generate with and pack: the last (EMA); random-t valid loss is noise
 vocoder_model=valid.generator_mel_loss.best.pth   # vocoder checkpoint embedded into the generator
@@ -119,6 +121,10 @@ use_tensorboard=$(${python} -c 'import tensorboard' >/dev/null 2>&1 && echo true
 for config in ${tts_config} ${vocoder_config}; do
     [ -f "${config}" ] || { log "error: config ${config} not found"; exit 1; }
 done
+if [ -n "${vggish}" ] && [ ! -f "${vggish}" ]; then  # checked now, not after the trainings
+    log "error: --vggish ${vggish}: file not found (download https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth there)"
+    exit 1
+fi
 
 # ------------------------------------------------------------------------------------------------------------
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -287,12 +293,13 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------------------
-evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GEN_SCP: also before the vocoder)
-    local mel=(); [ -f "$(dirname "$2")/mel.scp" ] && mel=(--gen_mel_scp "$(dirname "$2")/mel.scp")
-    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${mel[@]}" \
+evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GEN_SCP: also before the vocoder; FAD with --vggish)
+    local extra=(); [ -f "$(dirname "$2")/mel.scp" ] && extra=(--gen_mel_scp "$(dirname "$2")/mel.scp")
+    if [ -n "${vggish}" ]; then extra+=(--vggish "${vggish}"); fi
+    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${extra[@]}" \
         --ref_dir "${datadir}/${test_set}" --output "$4" --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
         || { log "error: evaluation of $1 failed; see ${4%.json}.log"; tail -n 3 "${4%.json}.log" >&2; return 1; }
-    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1)"
+    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1) $(grep -o 'FAD (VGGish).*' "${4%.json}.log" | tail -n 1)"
 }
 for mode in ${gen_modes} gt; do
     eval "evaluate_${mode}() { d=\$(gen_dir ${mode}); evaluate_one ${mode} \"\${d}/wav.scp\" \"\${d}/utt2label\" \"\${d}/probe_eval.json\"; }"

@@ -6,3 +6,6 @@
 # (e.g. a local subset of an image-text corpus), or IMAGE_SCP,TEXT_SCP of cached CLIP embeddings of such pairs.
 # The mini corpus brings its own (downloads/mini/clip_pretrain/pairs.tsv of ../enh1).
 PRIOR_PAIRS=${PRIOR_PAIRS:-}
+# VGGish weights for FAD (stage 8; empty: probe relevance and probe-FD only), e.g. the PyTorch port's
+# https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth saved locally.
+VGGISH_WEIGHTS=${VGGISH_WEIGHTS:-}

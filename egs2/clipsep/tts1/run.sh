@@ -38,6 +38,7 @@ case "${dataset}" in
     *) echo "$0: error: unknown --dataset '${dataset}' (mini, music or vggsound)" >&2; exit 1;;
 esac
 
+if [ -n "${VGGISH_WEIGHTS}" ]; then opts+=(--vggish "${VGGISH_WEIGHTS}"); fi   # FAD in stage 8 (db.sh)
 results=RESULTS_${dataset}.md
 [ "${dataset}" = mini ] && results=RESULTS.md
 ./clipsonic.sh "${dirs[@]}" "${opts[@]}" --results "${results}" "${args[@]}"

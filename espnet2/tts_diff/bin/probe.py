@@ -6,7 +6,8 @@
 on ``--valid_dir``). ``evaluate`` reads generated wavs (a directory, key = file stem, or a ``wav.scp``), the
 query label of each (``<key> <label>``) and real reference clips (a data dir), and writes JSON with relevance
 (probe accuracy against the query class), its chance level, and probe-FD (Fréchet distance between the
-probe's embeddings of generated and reference clips; not FAD).
+probe's embeddings of generated and reference clips; not FAD) and, with ``--vggish`` weights, the FAD
+(:mod:`espnet2.tts_diff.fad`).
 
 Examples:
     python -m espnet2.tts_diff.bin.probe train --data_dir data/mini/train --valid_dir data/mini/valid \\
@@ -63,6 +64,10 @@ def get_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gen_labels", type=Path, required=True, help="'<key> <query label>' per generated clip")
     ev.add_argument("--ref_dir", type=Path, required=True, help="data dir (wav.scp) of real reference clips")
     ev.add_argument("--output", type=Path, required=True, help="JSON result to write")
+    ev.add_argument(
+        "--vggish", type=Path, default=None,
+        help="VGGish weights (the PyTorch port's vggish-10086976.pth): also FAD (fad_vggish) vs the reference clips",
+    )  # fmt: skip
     ev.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
     ev.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
     return parser
@@ -200,8 +205,14 @@ def run_evaluate(args) -> None:
     ref = read_table(ref_scp)
     if len(gen) < 2 or len(ref) < 2:
         raise ValueError(f"probe-FD needs >= 2 generated and >= 2 reference clips, got {len(gen)} and {len(ref)}")
-    gen_logits, gen_emb = probe_outputs(probe, read_wavs(gen, gen_source, probe.fs), args.batch_size)
-    _, ref_emb = probe_outputs(probe, read_wavs(ref, ref_scp, probe.fs), args.batch_size)
+    vggish = None
+    if args.vggish is not None:  # loaded first: missing weights fail before any audio is read
+        from espnet2.tts_diff.fad import load_vggish
+
+        vggish = load_vggish(args.vggish)
+    gen_wavs, ref_wavs = read_wavs(gen, gen_source, probe.fs), read_wavs(ref, ref_scp, probe.fs)
+    gen_logits, gen_emb = probe_outputs(probe, gen_wavs, args.batch_size)
+    _, ref_emb = probe_outputs(probe, ref_wavs, args.batch_size)
     pred = gen_logits.argmax(1).tolist()
     result = {
         "relevance": sum(p == t for p, t in zip(pred, target)) / len(pred),
@@ -223,6 +234,14 @@ def run_evaluate(args) -> None:
         result["mel_probe_fd"] = frechet_distance(mel_emb, ref_emb)
         result["mel_note"] = "the same figures on the mel given to the vocoder (the generator alone)"
         logging.info("before the vocoder: relevance %.3f, probe-FD %.3f", result["mel_relevance"], result["mel_probe_fd"])
+    if vggish is not None:
+        from espnet2.tts_diff.fad import frechet_audio_distance, vggish_embeddings
+
+        result["fad_vggish"] = frechet_audio_distance(
+            vggish_embeddings(vggish, gen_wavs, probe.fs), vggish_embeddings(vggish, ref_wavs, probe.fs)
+        )
+        result["fad_note"] = f"FAD: Frechet distance of VGGish embeddings of 0.96-s examples ({args.vggish})"
+        logging.info("FAD (VGGish) %.3f", result["fad_vggish"])
     atomic_json(result, args.output)
     logging.info(
         "relevance %.3f (chance %.3f), probe-FD %.3f; wrote %s",

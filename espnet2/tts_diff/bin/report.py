@@ -88,7 +88,7 @@ def percent_se(p: float, n: int) -> str:
 def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
     """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder."""
     rows = []
-    mel_columns = has_mel(results)
+    mel_columns, fad_column = has_mel(results), has_fad(results)
     for system, query, ev, gen in results:
         fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
         rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
@@ -97,17 +97,25 @@ def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd:
         if mel_columns:
             mel_fd = "-" if system in no_fd or "mel_probe_fd" not in ev else f"{ev['mel_probe_fd']:.2f}"
             row += (percent_se(ev["mel_relevance"], n) if "mel_relevance" in ev else "-", mel_fd)
+        if fad_column:
+            row += ("-" if system in no_fd or "fad_vggish" not in ev else f"{ev['fad_vggish']:.3f}",)
         rows.append(row + (str(ev["num_generated"]), rtf))
     chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
     if len(chance) != 1:
         raise ValueError(f"the results were evaluated with different probes (chance levels {sorted(chance)})")
-    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-") + (("-", "-") if mel_columns else ()) + ("-", "-"))
+    extra = 2 * mel_columns + fad_column
+    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-") + ("-",) * extra + ("-", "-"))
     return rows
 
 
 def has_mel(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
     """Whether any evaluation also scored the mel before the vocoder (``probe evaluate --gen_mel_scp``)."""
     return any("mel_relevance" in ev for _, _, ev, _ in results)
+
+
+def has_fad(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+    """Whether any evaluation also has the VGGish FAD (``probe evaluate --vggish``)."""
+    return any("fad_vggish" in ev for _, _, ev, _ in results)
 
 
 def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
@@ -128,6 +136,8 @@ def build(args) -> str:
     header = ("system", "query", "relevance (%)", "probe-FD")
     if has_mel(results):
         header += ("mel relevance (%)", "mel probe-FD")
+    if has_fad(results):
+        header += ("FAD (VGGish)",)
     lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
@@ -140,6 +150,12 @@ def build(args) -> str:
         lines += [
             "mel relevance / mel probe-FD: the same probe on the log-mel each clip was vocoded from, before the "
             "vocoder: the generator alone (for GT resynthesis, the real clip's own mel).",
+            "",
+        ]
+    if has_fad(results):
+        lines += [
+            "FAD (VGGish): Fréchet Audio Distance between the VGGish embeddings of the 0.96-s examples of these "
+            "clips and of the real test clips (lower is closer).",
             "",
         ]
     sampling = sorted({

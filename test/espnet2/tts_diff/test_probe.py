@@ -242,6 +242,31 @@ def test_cli_evaluate(trained, tmp_path):
     assert json.loads(result_path.read_text())["probe_fd"] > res["probe_fd"]
 
 
+def test_cli_evaluate_fad_with_vggish_weights(trained, tmp_path, capsys):
+    from espnet2.tts_diff.fad import VGGish
+
+    root, out = trained
+    torch.manual_seed(0)
+    weights = tmp_path / "vggish.pth"
+    torch.save(VGGish().state_dict(), weights)
+    result_path = tmp_path / "probe_eval.json"
+    args = ["evaluate", "--probe", str(out), "--gen_scp", str(root / "valid" / "wav.scp"), "--gen_labels",
+            str(root / "valid" / "utt2label"), "--output", str(result_path), "--vggish"]  # fmt: skip
+    # reference = the generated clips: FAD 0; the training clips: positive
+    assert probe_cli.main(args + [str(weights), "--ref_dir", str(root / "valid")]) == 0
+    res = json.loads(result_path.read_text())
+    assert res["fad_vggish"] == pytest.approx(0.0, abs=1e-6) and "VGGish" in res["fad_note"]
+    assert probe_cli.main(args + [str(weights), "--ref_dir", str(root / "train")]) == 0
+    assert json.loads(result_path.read_text())["fad_vggish"] > 1e-6
+    # missing weights: one line saying what to download, nothing written
+    result_path.unlink()
+    capsys.readouterr()
+    assert probe_cli.main(args + [str(tmp_path / "missing.pth"), "--ref_dir", str(root / "valid")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.pth: VGGish weights not found; download https://" in err and "\n" not in err
+    assert not result_path.exists()
+
+
 def test_cli_evaluate_mel_before_the_vocoder(trained, tmp_path, capsys):
     """--gen_mel_scp scores the mel a clip was vocoded from: the probe's own mel of a clip gives its figures."""
     root, out = trained

@@ -51,6 +51,23 @@ def test_rows_chance_section_and_wall_time(files):
     assert rows["total"][2] == "0:12:30"
 
 
+def test_fad_column_only_when_an_evaluation_has_it(files):
+    root, iq, gt, gen, bench, timings = files
+    ev = json.loads(iq.read_text())
+    iq.write_text(json.dumps(dict(ev, fad_vggish=3.14159)))
+    out = root / "fad.md"
+    assert report.main(["--result", f"IQ|image|{iq}", "--result", f"GT|real clip|{gt}", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "| system | query | relevance (%) | probe-FD | mel relevance (%) | mel probe-FD | FAD (VGGish) | clips | RTF |" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| system")}  # fmt: skip
+    assert rows["IQ"][6] == "3.142" and rows["GT"][6] == "-" and len(rows["chance"]) == 9
+    assert "FAD (VGGish): Fréchet Audio Distance" in text
+    iq.write_text(json.dumps(ev))
+    assert report.main(["--result", f"IQ|image|{iq}", "--output", str(out)]) == 0
+    assert "FAD" not in out.read_text().replace("not FAD", "")
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
