@@ -136,11 +136,19 @@ def load_vggish(path: Union[str, os.PathLike], device: str = "cpu") -> VGGish:
 def vggish_embeddings(
     model: VGGish, wavs: Sequence[Union[np.ndarray, torch.Tensor]], fs: int, batch_size: int = 64
 ) -> np.ndarray:
-    """The 128-d embedding of every example of every clip, ``(sum of N_i, 128)``."""
-    examples = torch.cat([vggish_examples(w, fs) for w in wavs])
+    """The 128-d embedding of every example of every clip, ``(sum of N_i, 128)``, in clip order.
+
+    Examples are batched across clips, ``batch_size`` at a time, so memory does not grow with the set.
+    """
     device = next(model.parameters()).device
-    out = [model(examples[i : i + batch_size].to(device)).cpu() for i in range(0, len(examples), batch_size)]
-    return torch.cat(out).double().numpy()
+    out, pending = [], []
+    for i, wav in enumerate(wavs):
+        pending.append(vggish_examples(wav, fs))
+        if sum(len(x) for x in pending) >= batch_size or i == len(wavs) - 1:
+            batch = torch.cat(pending)
+            out += [model(batch[j : j + batch_size].to(device)).cpu() for j in range(0, len(batch), batch_size)]
+            pending = []
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 128))
 
 
 def frechet_audio_distance(gen_emb: np.ndarray, ref_emb: np.ndarray) -> float:

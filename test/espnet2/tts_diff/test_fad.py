@@ -65,8 +65,12 @@ def test_state_dict_layout_is_the_released_files():
 
 def test_vggish_shapes_and_loading(weights, tmp_path):
     model = load_vggish(weights)
-    emb = vggish_embeddings(model, [_sine(440), _sine(2000, seconds=3.0)], 16000, batch_size=2)
-    assert emb.shape == (2 + 3, 128) and np.all(emb >= 0)  # 2 s -> 2 examples, 3 s -> 3; after the ReLU
+    clips = [_sine(440), _sine(2000, seconds=3.0), _sine(700, seconds=1.0)]
+    emb = vggish_embeddings(model, clips, 16000, batch_size=2)
+    assert emb.shape == (2 + 3 + 1, 128) and np.all(emb >= 0)  # 2 s -> 2 examples, 3 s -> 3, 1 s -> 1; ReLU
+    np.testing.assert_allclose(vggish_embeddings(model, clips, 16000, batch_size=64), emb, rtol=1e-5, atol=1e-6)
+    one = model(vggish_examples(clips[1], 16000)).detach().double().numpy()
+    np.testing.assert_allclose(emb[2:5], one, rtol=1e-5, atol=1e-6)  # clip order kept
     with pytest.raises(FileNotFoundError, match="download https://github.com/harritaylor"):
         load_vggish(tmp_path / "missing.pth")
     bad = tmp_path / "bad.pth"
