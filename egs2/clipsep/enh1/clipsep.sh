@@ -71,6 +71,21 @@ help_message="Usage: $0 [options]   (stages: see the head of this file)"
 
 timings=${expdir}/timings.tsv
 mkdir -p "${expdir}"
+pool() {  # pool N FUNC ITEM... : "FUNC ITEM" (ITEM split into words) per item, at most N at once; fails if any did
+    local n=$1 f=$2 item pids=() failed=0
+    shift 2
+    for item in "$@"; do
+        # shellcheck disable=SC2086
+        "${f}" ${item} &
+        pids+=($!)
+        if [ "${#pids[@]}" -ge "${n}" ]; then
+            wait "${pids[0]}" || failed=1
+            pids=("${pids[@]:1}")
+        fi
+    done
+    for item in "${pids[@]}"; do wait "${item}" || failed=1; done
+    return "${failed}"
+}
 stage_start() { STAGE_T0=$(date +%s); log "Stage $1: $2"; }
 stage_end() {  # record the wall time of stage $1 ($2) for the report
     local sec=$(( $(date +%s) - STAGE_T0 ))
@@ -160,18 +175,7 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         jobs+=("image ${dset}" "text ${dset}")
     done
     # One process per table, nj at once: each is mostly start-up (torch, open_clip, the model).
-    pids=(); failed=0
-    for job in "${jobs[@]}"; do
-        # shellcheck disable=SC2086
-        embed_one ${job} &
-        pids+=($!)
-        if [ "${#pids[@]}" -ge "${nj}" ]; then
-            wait "${pids[0]}" || failed=1
-            pids=("${pids[@]:1}")
-        fi
-    done
-    for pid in "${pids[@]}"; do wait "${pid}" || failed=1; done
-    [ "${failed}" = 0 ] || { log "error: CLIP embedding failed (see the messages above)"; exit 1; }
+    pool "${nj}" embed_one "${jobs[@]}" || { log "error: CLIP embedding failed (see the messages above)"; exit 1; }
     for config in ${enh_configs}; do
         if [ "$(query_kind "${config}")" = label ]; then
             log "Stage 3: label ids for LabelSep (${config})"
@@ -252,17 +256,8 @@ train_one() {  # train one config (stage 5)
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_start 5 "training: ${enh_configs} (${train_jobs} at once)"
-    pids=(); failed=0
-    for config in ${enh_configs}; do
-        train_one "${config}" &
-        pids+=($!)
-        if [ "${#pids[@]}" -ge "${train_jobs}" ]; then
-            wait "${pids[0]}" || failed=1
-            pids=("${pids[@]:1}")
-        fi
-    done
-    for pid in "${pids[@]}"; do wait "${pid}" || failed=1; done
-    [ "${failed}" = 0 ] || { log "error: a training failed"; exit 1; }
+    # shellcheck disable=SC2086
+    pool "${train_jobs}" train_one ${enh_configs} || { log "error: a training failed"; exit 1; }
     stage_end 5 "training"
 fi
 
