@@ -1,10 +1,10 @@
 """Turn a video file into 16 kHz mono audio and 1-fps square frames with ffmpeg.
 
-``extract_video`` is the whole conversion of one file: probe, decode the audio and the frames in one ffmpeg pass,
-check the audio, then publish both under their final names. Every rejection raises :class:`VideoError` with a short ``reason``
-(one of :data:`SKIP_REASONS`) so that callers can count them. Outputs are written to temporary names and renamed
-only once complete, so an interrupted run never leaves a half-written item behind, and an item whose outputs
-already exist is reused without running ffmpeg.
+``extract_video`` is the whole conversion of one file: probe, decode the audio and the frames in one ffmpeg
+pass, check the audio, then publish both under their final names. Every rejection raises :class:`VideoError`
+with a short ``reason`` (one of :data:`SKIP_REASONS`) so that callers can count them. Outputs are written to
+temporary names and renamed only once complete, so an interrupted run never leaves a half-written item behind,
+and an item whose outputs already exist is reused without running ffmpeg.
 
 Frames: frame ``i`` (``%06d.jpg``, 0-based) is the picture at second ``i / fps`` (ffmpeg's ``fps`` filter), scaled
 with bicubic interpolation so that its short side (in display aspect, i.e. portrait or landscape alike) is
