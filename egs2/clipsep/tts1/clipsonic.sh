@@ -297,7 +297,8 @@ evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GE
     local extra=(); [ -f "$(dirname "$2")/mel.scp" ] && extra=(--gen_mel_scp "$(dirname "$2")/mel.scp")
     if [ -n "${vggish}" ]; then extra+=(--vggish "${vggish}"); fi
     ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${extra[@]}" \
-        --ref_dir "${datadir}/${test_set}" --output "$4" --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
+        --ref_dir "${datadir}/${test_set}" --ref_cache "${expdir}/probe/ref_cache" --output "$4" \
+        --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
         || { log "error: evaluation of $1 failed; see ${4%.json}.log"; tail -n 3 "${4%.json}.log" >&2; return 1; }
     log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1) $(grep -o 'FAD (VGGish).*' "${4%.json}.log" | tail -n 1)"
 }

@@ -68,6 +68,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--vggish", type=Path, default=None,
         help="VGGish weights (the PyTorch port's vggish-10086976.pth): also FAD (fad_vggish) vs the reference clips",
     )  # fmt: skip
+    ev.add_argument(
+        "--ref_cache", type=Path, default=None,
+        help="directory keeping the reference clips' embeddings, keyed by wav.scp and the weights' files: "
+        "later evaluations against the same references read them instead of the audio",
+    )  # fmt: skip
     ev.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
     ev.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
     return parser
@@ -176,6 +181,45 @@ def read_mels(table: Dict[str, str], source: Path, keys: Sequence[str], n_mels: 
     return mels
 
 
+def reference_embeddings(args, ref: Dict[str, str], ref_scp: Path, probe, vggish):
+    """Probe (and with ``vggish`` VGGish) embeddings of the reference clips, from ``--ref_cache`` when it has them.
+
+    The cache file is named by a hash of ``ref_scp``'s text and the path, size and mtime of the probe (and VGGish)
+    weights, so other references or retrained weights never hit it; it is written under a temporary name.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from espnet2.tts_diff.probe import probe_outputs
+
+    cache = None
+    if args.ref_cache is not None:
+        digest = hashlib.sha1(ref_scp.read_bytes())
+        for f in (args.probe, args.vggish):
+            if f is not None:
+                st = Path(f).stat()
+                digest.update(f"|{Path(f).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        cache = args.ref_cache / f"ref_{digest.hexdigest()[:16]}.npz"
+        if cache.is_file():
+            with np.load(cache) as data:
+                logging.info("reference embeddings from %s", cache)
+                return data["probe"], (data["vggish"] if vggish is not None else None)
+    wavs = read_wavs(ref, ref_scp, probe.fs)
+    probe_emb = probe_outputs(probe, wavs, args.batch_size)[1].numpy()
+    vggish_emb = None
+    if vggish is not None:
+        from espnet2.tts_diff.fad import vggish_embeddings
+
+        vggish_emb = vggish_embeddings(vggish, wavs, probe.fs)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, probe=probe_emb, **({} if vggish_emb is None else {"vggish": vggish_emb}))
+        os.replace(tmp, cache)
+    return probe_emb, vggish_emb
+
+
 def run_evaluate(args) -> None:
     from espnet2.enh.clipsep.kaldi_table import read_table
     from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs
@@ -210,9 +254,9 @@ def run_evaluate(args) -> None:
         from espnet2.tts_diff.fad import load_vggish
 
         vggish = load_vggish(args.vggish)
-    gen_wavs, ref_wavs = read_wavs(gen, gen_source, probe.fs), read_wavs(ref, ref_scp, probe.fs)
+    gen_wavs = read_wavs(gen, gen_source, probe.fs)
     gen_logits, gen_emb = probe_outputs(probe, gen_wavs, args.batch_size)
-    _, ref_emb = probe_outputs(probe, ref_wavs, args.batch_size)
+    ref_emb, ref_vggish = reference_embeddings(args, ref, ref_scp, probe, vggish)
     pred = gen_logits.argmax(1).tolist()
     result = {
         "relevance": sum(p == t for p, t in zip(pred, target)) / len(pred),
@@ -237,9 +281,7 @@ def run_evaluate(args) -> None:
     if vggish is not None:
         from espnet2.tts_diff.fad import frechet_audio_distance, vggish_embeddings
 
-        result["fad_vggish"] = frechet_audio_distance(
-            vggish_embeddings(vggish, gen_wavs, probe.fs), vggish_embeddings(vggish, ref_wavs, probe.fs)
-        )
+        result["fad_vggish"] = frechet_audio_distance(vggish_embeddings(vggish, gen_wavs, probe.fs), ref_vggish)
         result["fad_note"] = f"FAD: Frechet distance of VGGish embeddings of 0.96-s examples ({args.vggish})"
         logging.info("FAD (VGGish) %.3f", result["fad_vggish"])
     atomic_json(result, args.output)

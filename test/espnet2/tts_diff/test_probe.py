@@ -1,6 +1,7 @@
 """Probe classifier, relevance, probe-FD (closed form), and the probe CLI end to end."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -257,7 +258,21 @@ def test_cli_evaluate_fad_with_vggish_weights(trained, tmp_path, capsys):
     res = json.loads(result_path.read_text())
     assert res["fad_vggish"] == pytest.approx(0.0, abs=1e-6) and "VGGish" in res["fad_note"]
     assert probe_cli.main(args + [str(weights), "--ref_dir", str(root / "train")]) == 0
-    assert json.loads(result_path.read_text())["fad_vggish"] > 1e-6
+    fresh = json.loads(result_path.read_text())
+    assert fresh["fad_vggish"] > 1e-6
+    # --ref_cache: the second evaluation reads the references' embeddings, not their audio; same figures
+    refs = tmp_path / "refs"
+    shutil.copytree(root / "train", refs)
+    (refs / "wav.scp").write_text((root / "train" / "wav.scp").read_text().replace(str(root / "train"), str(refs)))
+    cached = args + [str(weights), "--ref_dir", str(refs), "--ref_cache", str(tmp_path / "cache")]
+    assert probe_cli.main(cached) == 0
+    assert len(list((tmp_path / "cache").glob("ref_*.npz"))) == 1 and not list((tmp_path / "cache").glob("*.tmp*"))
+    shutil.rmtree(refs / "wav")
+    assert probe_cli.main(cached) == 0
+    again = json.loads(result_path.read_text())
+    assert again["fad_vggish"] == fresh["fad_vggish"] and again["probe_fd"] == fresh["probe_fd"]
+    # without VGGish the key differs: a new entry, computed from the audio (gone here: a clear error)
+    assert probe_cli.main(cached[:-6] + ["--ref_dir", str(refs), "--ref_cache", str(tmp_path / "cache")]) == 2
     # missing weights: one line saying what to download, nothing written
     result_path.unlink()
     capsys.readouterr()
