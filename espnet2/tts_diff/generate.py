@@ -508,7 +508,7 @@ class Generator:
         sampler: Optional[str] = None,
         num_frames: Optional[int] = None,
     ) -> Dict[str, Union[np.ndarray, torch.Tensor]]:
-        """One sample.
+        """One sample (:meth:`sample_batch` of one condition).
 
         Args:
             cond: A condition from :meth:`encode`.
@@ -523,8 +523,35 @@ class Generator:
             ``mel`` the same de-normalised to the feature extractor's log-mel (what the vocoder hears);
             ``spembs`` the conditioning vector ``(D,)``.
         """
+        return self.sample_batch([cond], [seed], steps, guidance, sampler, num_frames)[0]
+
+    @torch.no_grad()
+    def sample_batch(
+        self,
+        conds: Sequence[Condition],
+        seeds: Sequence[int],
+        steps: Optional[int] = None,
+        guidance: Optional[float] = None,
+        sampler: Optional[str] = None,
+        num_frames: Optional[int] = None,
+    ) -> List[Dict[str, Union[np.ndarray, torch.Tensor]]]:
+        """Samples of several conditions at once: the mel sampler makes one network call per step for them all.
+
+        Sample ``i`` is :meth:`sample` of ``conds[i]`` with seed ``seeds[i]`` (each seeds its own generators),
+        up to the float rounding of batched convolutions; the vocoder runs per sample.
+
+        Args:
+            conds: Conditions from :meth:`encode`.
+            seeds: One seed per condition.
+            steps, guidance, sampler, num_frames: As in :meth:`sample`.
+
+        Returns:
+            One dict per condition, as :meth:`sample` returns.
+        """
         from espnet2.tts_diff.samplers import SAMPLERS
 
+        if len(conds) != len(seeds) or not conds:
+            raise GenerationError(f"sample_batch: {len(conds)} conditions and {len(seeds)} seeds (need as many, >= 1)")
         if sampler is not None and sampler not in SAMPLERS:
             raise GenerationError(f"sampler: choose from {', '.join(sorted(SAMPLERS))}, got {sampler!r}")
         if steps is not None and steps < 1:
@@ -532,36 +559,43 @@ class Generator:
         num_frames = self.tts.inference_frames if num_frames is None else int(num_frames)
         if num_frames < 1:
             raise GenerationError(f"num_frames: must be >= 1, got {num_frames}")
-        spembs = self.condition_for(cond, seed)
-        out = self.model.inference(
-            text=torch.zeros(1, dtype=torch.long, device=self.device),
-            spembs=spembs,
-            steps=steps,
-            guidance=guidance,
-            sampler=sampler,
-            seed=int(seed),
-            num_frames=num_frames,
-            clip_x0=self.clip_x0,
-            use_teacher_forcing=False,  # read by ESPnetTTSModel.inference
-        )
+        spembs = torch.stack([self.condition_for(c, s) for c, s in zip(conds, seeds)])
+        feats = self.tts.sample(
+            spembs, seeds=[int(s) for s in seeds], steps=steps, guidance=guidance, sampler=sampler,
+            num_frames=num_frames, clip_x0=self.clip_x0,
+        )  # fmt: skip
+        mels = feats
+        if self.model.normalize is not None:  # GlobalMVN.inverse works in place
+            lengths = torch.full((len(feats),), num_frames, dtype=torch.long, device=feats.device)
+            mels, _ = self.model.normalize.inverse(feats.clone(), lengths)
         length = num_frames * self.hop
-        if self.griffin_lim is None:
-            wav = out["wav"].detach().float().cpu().numpy()[:length]
-            wav = np.pad(wav, (0, length - len(wav))).astype(np.float32)
-        else:
-            wav = self.griffin_lim(out["feat_gen_denorm"], length)
-        mel = out.get("feat_gen_denorm", out["feat_gen"]).detach().float().cpu()
-        return dict(wav=wav, feat_gen=out["feat_gen"].detach().cpu(), mel=mel, spembs=spembs.detach().cpu())
+        outs = []
+        for feat, mel, emb in zip(feats, mels, spembs):
+            if self.griffin_lim is None:
+                wav = self.tts.vocoder.inference(feat).view(-1).float().cpu().numpy()[:length]
+                wav = np.pad(wav, (0, length - len(wav))).astype(np.float32)
+            else:
+                wav = self.griffin_lim(mel, length)
+            outs.append(dict(wav=wav, feat_gen=feat.cpu(), mel=mel.float().cpu(), spembs=emb.cpu()))
+        return outs
 
     def iterate(
-        self, conds: Sequence[Condition], num: int = 1, seed: int = 0, **options
+        self, conds: Sequence[Condition], num: int = 1, seed: int = 0, batch_size: int = 1, **options
     ) -> Iterator[Tuple[int, int, np.ndarray]]:
-        """``(i, k, waveform)`` for condition ``i`` and ``k < num``, sample ``k`` drawn with seed ``seed + k``."""
+        """``(i, k, waveform)`` for condition ``i`` and ``k < num``, sample ``k`` drawn with seed ``seed + k``.
+
+        Samples are drawn ``batch_size`` at a time (:meth:`sample_batch`), in the order they are yielded.
+        """
         if num < 1:
             raise GenerationError(f"num: must be >= 1, got {num}")
-        for i, cond in enumerate(conds):
-            for k in range(num):
-                yield i, k, self.sample(cond, seed=seed + k, **options)["wav"]
+        if batch_size < 1:
+            raise GenerationError(f"batch_size: must be >= 1, got {batch_size}")
+        todo = [(i, k) for i in range(len(conds)) for k in range(num)]
+        for n in range(0, len(todo), batch_size):
+            part = todo[n : n + batch_size]
+            outs = self.sample_batch([conds[i] for i, _ in part], [seed + k for _, k in part], **options)
+            for (i, k), out in zip(part, outs):
+                yield i, k, out["wav"]
 
     def __call__(
         self,
@@ -575,6 +609,7 @@ class Generator:
         sampler: Optional[str] = "dpmpp",
         num: int = 1,
         num_frames: Optional[int] = None,
+        batch_size: int = 8,
     ) -> List[np.ndarray]:
         """Generate ``num`` waveforms per query.
 
@@ -590,13 +625,14 @@ class Generator:
             num: Samples per query.
             num_frames: Mel frames (None: the config's ``inference_frames``); each waveform has ``num_frames * hop``
                 samples.
+            batch_size: Samples generated at once (the same samples, up to float rounding, whatever its value).
 
         Returns:
             Waveforms float32 ``(num_frames * hop,)`` at :attr:`fs`, query-major (query 0's ``num`` samples first).
         """
         conds = self.encode(text, image, embedding, mode)
         options = dict(steps=steps, guidance=guidance, sampler=sampler, num_frames=num_frames)
-        return [wav for _, _, wav in self.iterate(conds, num=num, seed=seed, **options)]
+        return [wav for _, _, wav in self.iterate(conds, num=num, seed=seed, batch_size=batch_size, **options)]
 
 
 def _load_prior(path: Path) -> torch.nn.Module:

@@ -8,7 +8,7 @@ Reference:
 """
 
 import copy
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from typeguard import typechecked
 
 from espnet2.tts_diff.diffusion import cosine_alphas_cumprod, q_sample
-from espnet2.tts_diff.samplers import SAMPLERS, cfg_model_fn
+from espnet2.tts_diff.samplers import SAMPLERS, cfg_model_fn, randn_rows
 from espnet2.tts_diff.unet import MelUNet
 
 
@@ -281,24 +281,63 @@ class CLIPSonic(AbsTTS):
         """
         if spembs is None:
             raise ValueError("CLIPSonic.inference needs spembs (a CLIP image or text embedding)")
+        if num_frames is None and feats is not None:
+            num_frames = len(feats)
+        feat_gen = self.sample(
+            spembs[None], seeds=None if seed is None else [int(seed)], steps=steps, guidance=guidance,
+            sampler=sampler, num_frames=num_frames, clip_x0=clip_x0,
+        )[0]  # fmt: skip
+        out = dict(feat_gen=feat_gen)
+        if self.vocoder is not None:
+            out["wav"] = self.vocoder.inference(feat_gen).view(-1)
+        return out
+
+    @torch.no_grad()
+    def sample(
+        self,
+        spembs: torch.Tensor,
+        seeds: Optional[Sequence[int]] = None,
+        steps: Optional[int] = None,
+        guidance: Optional[float] = None,
+        sampler: Optional[str] = None,
+        num_frames: Optional[int] = None,
+        clip_x0: Optional[float] = None,
+    ) -> torch.Tensor:
+        """Generate a batch of mel spectrograms, one network call per step for the whole batch.
+
+        Row ``i`` draws its initial noise (and DDPM's per-step noise) from its own ``torch.Generator`` seeded
+        with ``seeds[i]``, so it is the sample :meth:`inference` gives for that embedding and seed, whatever
+        else is in the batch (up to float rounding of the batched convolutions).
+
+        Args:
+            spembs: CLIP embeddings ``(B, D)``, or zero-padded frame stacks ``(B, N, D)`` to average.
+            seeds: One seed per row; ``None`` draws every row from the global RNG.
+            steps: Sampling steps (default: the config's ``steps``).
+            guidance: Guidance weight w (default: the config's ``guidance``).
+            sampler: ``ddpm``, ``ddim`` or ``dpmpp`` (default: the config's ``sampler``).
+            num_frames: Generated length in frames (default: ``inference_frames``).
+            clip_x0: Clamp each predicted (normalised) mel to ``[-clip_x0, clip_x0]`` (default: the config's).
+
+        Returns:
+            Normalised mels ``(B, num_frames, n_mels)``.
+        """
         sampler = self.sampler if sampler is None else sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         steps = self.steps if steps is None else int(steps)
         guidance = self.guidance if guidance is None else float(guidance)
-        if num_frames is None:
-            num_frames = len(feats) if feats is not None else self.inference_frames
+        num_frames = self.inference_frames if num_frames is None else int(num_frames)
         device = self.null_cond.device
-        cond = self._condition(spembs.to(device)[None], training=False)
-        generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
-        x_t = torch.randn(1, 1, self.odim, int(num_frames), generator=generator, device=device)
-        x_t = x_t.to(self.null_cond.dtype)
+        cond = self._condition(spembs.to(device), training=False)
+        generators = None
+        if seeds is not None:
+            if len(seeds) != len(cond):
+                raise ValueError(f"{len(seeds)} seeds for {len(cond)} embeddings")
+            generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        shape = (len(cond), 1, self.odim, num_frames)
+        x_t = randn_rows(shape, generators, device=device).to(self.null_cond.dtype)
         unet, null_cond = self._nets()
         clip_x0 = self.clip_x0 if clip_x0 is None else clip_x0
         model_fn = cfg_model_fn(unet, cond.to(x_t.dtype), null_cond, w=guidance)
-        x0 = SAMPLERS[sampler](model_fn, x_t, self.alphas_cumprod, steps, generator=generator, clip_x0=clip_x0)
-        feat_gen = x0[0, 0].transpose(0, 1).to(self.null_cond.dtype)
-        out = dict(feat_gen=feat_gen)
-        if self.vocoder is not None:
-            out["wav"] = self.vocoder.inference(feat_gen).view(-1)
-        return out
+        x0 = SAMPLERS[sampler](model_fn, x_t, self.alphas_cumprod, steps, generator=generators, clip_x0=clip_x0)
+        return x0[:, 0].transpose(1, 2).to(self.null_cond.dtype)

@@ -9,7 +9,9 @@
 * ``steps``: number of network evaluations, on the grid ``sampling_timesteps(alphas_cumprod, steps, abar_min)``:
   evenly spaced from the largest ``t`` with ``abar_t >= abar_min`` (default ``1e-3``; 0 gives ``T - 1``) down
   to 0; every sampler ends on the data prediction at ``t = 0``.
-* ``generator``: source of DDPM's noise (DDIM and DPM-Solver++ are deterministic given ``x_T``).
+* ``generator``: source of DDPM's noise (DDIM and DPM-Solver++ are deterministic given ``x_T``): one
+  ``torch.Generator`` for the batch, or one per row of ``x_T`` (:data:`Generators`), so that a row's sample depends
+  on its own seed only, whatever else is in the batch.
 * ``callback(i, t, x, x0)``: called once per step with the step index, its timestep, the new state and the
   current data prediction.
 * ``clip_x0``: clamp each predicted ``x0`` to ``[-clip_x0, clip_x0]`` (default: no clipping, as a normalised
@@ -21,7 +23,7 @@ The per-step coefficients are computed in float64 on the CPU; the state keeps th
 """
 
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -32,6 +34,18 @@ ABAR_MIN = 1e-3
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]]
+Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def randn_rows(shape: Sequence[int], generator: Generators, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` ``(B, ...)``: from one generator (or the global RNG when None), or row
+    ``i`` from ``generator[i]``, which draws exactly what ``torch.randn((1, ...), generator=generator[i])`` would."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    generator = list(generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
 
 
 def _grid(alphas_cumprod: torch.Tensor, steps: int, abar_min: float) -> List[Tuple[int, float, float]]:
@@ -59,7 +73,7 @@ def sample_ddpm(
     alphas_cumprod: torch.Tensor,
     steps: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     callback: Callback = None,
     clip_x0: Optional[float] = None,
     abar_min: float = ABAR_MIN,
@@ -75,7 +89,7 @@ def sample_ddpm(
         x_T: Initial noise ``(B, ...)``.
         alphas_cumprod: ``abar`` ``(T,)``.
         steps: Network evaluations, ``1 <= steps <= t_max + 1``.
-        generator: Source of the per-step noise (global RNG when None).
+        generator: Source of the per-step noise: one generator, one per row of ``x_T``, or None (global RNG).
         callback: ``callback(i, t, x, x0)`` after each step.
         clip_x0: Clamp the predicted ``x0`` to ``[-clip_x0, clip_x0]`` (None: no clipping).
         abar_min: The grid starts at the largest ``t`` with ``abar_t >= abar_min`` (0: at ``T - 1``).
@@ -94,7 +108,7 @@ def sample_ddpm(
         beta = 1 - a / a_next
         x = (math.sqrt(a_next) * beta / (1 - a)) * x0 + (math.sqrt(1 - beta) * (1 - a_next) / (1 - a)) * x
         if i < len(grid) - 1:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = randn_rows(x.shape, generator, device=x.device, dtype=x.dtype)
             x = x + math.sqrt(beta * (1 - a_next) / (1 - a)) * noise
         if callback is not None:
             callback(i, t, x, x0)
@@ -107,7 +121,7 @@ def sample_ddim(
     alphas_cumprod: torch.Tensor,
     steps: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     callback: Callback = None,
     clip_x0: Optional[float] = None,
     abar_min: float = ABAR_MIN,
@@ -145,7 +159,7 @@ def sample_dpmpp_2m(
     alphas_cumprod: torch.Tensor,
     steps: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     callback: Callback = None,
     clip_x0: Optional[float] = None,
     abar_min: float = ABAR_MIN,

@@ -114,6 +114,25 @@ def test_generated_audio(recipe):
         np.testing.assert_allclose(np.load(gt_mels[key]), ref[0].numpy(), atol=1e-4)
 
 
+def test_generation_batch_size_keeps_the_samples(recipe, tmp_path):
+    """Stage 7 samples 8 queries per batch; one at a time gives the same clips (each key has its own seed)."""
+    tmp, _ = recipe
+    gen, raw = tmp / "exp" / "tts_clipsonic_vocoder", tmp / "dump" / "raw" / "test"
+    cmd = [sys.executable, "-m", "espnet2.tts_diff.bin.generate_set", "--train_config", str(gen / "config.yaml"),
+           "--model_file", str(gen / "model.pth"), "--spembs_scp", str(raw / "spembs.scp"), "--utt2label",
+           str(raw / "utt2label"), "--max_per_class", str(PER_CLASS), "--steps", "3", "--device", "cpu",
+           "--batch_size", "1", "--output_dir", str(tmp_path / "one")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    batched = dict(line.split() for line in (gen / "gen_test_iq" / "mel.scp").read_text().splitlines())
+    alone = dict(line.split() for line in (tmp_path / "one" / "mel.scp").read_text().splitlines())
+    assert sorted(alone) == sorted(batched) and len(alone) == PER_CLASS * len(CLASSES)
+    for key in alone:
+        np.testing.assert_allclose(np.load(alone[key]), np.load(batched[key]), atol=1e-4)
+    first = sorted(alone)[:2]
+    assert not np.allclose(np.load(alone[first[0]]), np.load(alone[first[1]]), atol=1e-3)
+
+
 def test_results_table(recipe):
     tmp, _ = recipe
     results = (tmp / "RESULTS.md").read_text()

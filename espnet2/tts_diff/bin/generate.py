@@ -49,6 +49,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="sample k of each query uses seed + k")
     parser.add_argument("--num", type=int, default=1, help="samples per query")
     parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: the model's segment)")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="samples generated at once (the same samples whatever its value, up to float rounding)")
     parser.add_argument("--prior", type=Path, default=None, help="diffusion prior file (default: found beside the model)")
     parser.add_argument("--prior_steps", type=int, default=64, help="sampling steps of the prior")
     parser.add_argument("--prior_guidance", type=float, default=0.0, help="guidance weight of the prior")
@@ -98,7 +100,8 @@ def main(cmd=None) -> int:
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     try:
-        for name, value, low in (("--num", args.num, 1), ("--steps", args.steps, 1), ("--prior_steps", args.prior_steps, 1)):
+        for name, value, low in (("--num", args.num, 1), ("--steps", args.steps, 1), ("--prior_steps", args.prior_steps, 1),
+                                 ("--batch_size", args.batch_size, 1)):
             if value < low:
                 raise GenerationError(f"{name}: must be >= {low}, got {value}")
         if args.num_frames is not None and args.num_frames < 1:
@@ -129,7 +132,8 @@ def main(cmd=None) -> int:
             raise GenerationError(f"{existing[0]}: output file exists (pass --overwrite to replace it)")
         options = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, num_frames=args.num_frames)
         total = len(conds) * args.num
-        bar = tqdm(gen.iterate(conds, num=args.num, seed=args.seed, **options), total=total, unit="sample",
+        samples = gen.iterate(conds, num=args.num, seed=args.seed, batch_size=args.batch_size, **options)
+        bar = tqdm(samples, total=total, unit="sample",
                    desc="generate", file=sys.stderr, disable=None)  # fmt: skip
         for i, k, wav in bar:
             path = paths[i][k]

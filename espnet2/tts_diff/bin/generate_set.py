@@ -55,6 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default=None, help="ddpm, ddim or dpmpp (default: the config's)")
     parser.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: the config's inference_frames)")
     parser.add_argument("--seed", type=int, default=0, help="key i is sampled with seed + i")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="queries sampled at once (the same samples whatever its value, up to float rounding)")
     parser.add_argument("--prior_steps", type=int, default=64, help="prior sampling steps")
     parser.add_argument("--prior_sampler", default="ddim", help="prior sampler")
     parser.add_argument("--prior_guidance", type=float, default=0.0, help="prior guidance weight")
@@ -126,6 +128,8 @@ def main(cmd=None) -> int:
 
         if args.num_threads > 0:
             torch.set_num_threads(args.num_threads)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
         if (args.text_scp is None) != (args.prior is None):
             raise ValueError("--prior goes with --text_scp (PD); give --spembs_scp for IQ/ZS")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -168,26 +172,32 @@ def main(cmd=None) -> int:
         wav_dir, mel_dir = args.output_dir / "wav", args.output_dir / "mel"
         wav_dir.mkdir(parents=True, exist_ok=True)
         mel_dir.mkdir(parents=True, exist_ok=True)
-        text = torch.zeros(1, dtype=torch.long)
+        @torch.no_grad()
+        def generated():  # (key, normalised mel (T, n_mels)): args.batch_size queries at a time, in key order
+            for n in range(0, len(keys), args.batch_size):
+                part = keys[n : n + args.batch_size]
+                mels = tts.sample(
+                    conds[n : n + len(part)].to(device), seeds=[args.seed + index[k] for k in part],
+                    steps=args.steps, guidance=args.guidance, sampler=args.sampler, num_frames=args.num_frames,
+                )  # fmt: skip
+                yield from zip(part, mels)
+
+        @torch.no_grad()
+        def resynthesised():  # (key, normalised mel of the real clip), one clip at a time
+            from espnet2.tts_diff.probe import read_wav
+
+            for key in keys:
+                speech = torch.from_numpy(read_wav(table[key], tts.fs))[None].to(device)
+                feats, lengths = model.feats_extract(speech, torch.tensor([speech.shape[1]], device=device))
+                if model.normalize is not None:
+                    feats, lengths = model.normalize(feats, lengths)
+                yield key, feats[0, : int(lengths[0])]
+
         out_scp, out_mel, out_labels, audio_seconds = {}, {}, {}, 0.0
         start = time.perf_counter()
-        for n, key in enumerate(keys):
+        for key, mel in resynthesised() if conds is None else generated():
             with torch.no_grad():
-                if conds is None:
-                    from espnet2.tts_diff.probe import read_wav
-
-                    speech = torch.from_numpy(read_wav(table[key], tts.fs))[None].to(device)
-                    feats, feats_lengths = model.feats_extract(speech, torch.tensor([speech.shape[1]], device=device))
-                    if model.normalize is not None:
-                        feats, feats_lengths = model.normalize(feats, feats_lengths)
-                    mel = feats[0, : int(feats_lengths[0])]
-                    wav = tts.vocoder.inference(mel).view(-1)
-                else:
-                    out = tts.inference(
-                        text.to(device), spembs=conds[n].to(device), steps=args.steps, guidance=args.guidance,
-                        sampler=args.sampler, seed=args.seed + index[key], num_frames=args.num_frames,
-                    )  # fmt: skip
-                    mel, wav = out["feat_gen"], out["wav"]
+                wav = tts.vocoder.inference(mel).view(-1)
                 if model.normalize is not None:  # GlobalMVN.inverse works in place
                     mel, _ = model.normalize.inverse(mel.clone()[None], torch.tensor([len(mel)], device=device))
                     mel = mel[0]

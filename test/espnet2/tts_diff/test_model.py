@@ -178,6 +178,22 @@ def test_inference_is_deterministic_under_seed(sampler):
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_batched_sample_rows_are_the_single_samples_of_their_seeds(sampler):
+    model = _model().eval()
+    embs = torch.randn(4, DIM, generator=torch.Generator().manual_seed(1))
+    batch = model.sample(embs, seeds=[10, 11, 12, 13], sampler=sampler, steps=3, num_frames=9)
+    assert batch.shape == (4, 9, N_MELS) and batch.dtype == torch.float32
+    for i, emb in enumerate(embs):
+        alone = model.inference(torch.tensor([1]), spembs=emb, sampler=sampler, steps=3, seed=10 + i, num_frames=9)
+        torch.testing.assert_close(batch[i], alone["feat_gen"], atol=1e-4, rtol=0)  # batched convolutions round apart
+    assert (batch[0] - batch[1]).abs().max() > 1e-2  # the rows are not one sample repeated
+    again = model.sample(embs[[2, 0]], seeds=[12, 10], sampler=sampler, steps=3, num_frames=9)
+    torch.testing.assert_close(again, batch[[2, 0]], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="3 seeds for 4 embeddings"):
+        model.sample(embs, seeds=[1, 2, 3], sampler=sampler)
+
+
 def test_guidance_and_condition_change_the_output():
     model = _model().eval()
     emb = torch.randn(DIM)

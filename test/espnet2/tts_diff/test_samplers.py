@@ -142,6 +142,37 @@ def test_sampler_contract(name, dtype):
     assert torch.equal(x_T, x_T_copy)  # the input is not modified in place
 
 
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_per_row_generators_make_each_row_its_own_sample(name):
+    """One generator per row: row i of a batch is exactly the sample of row i alone with generator i."""
+    sample, T = SAMPLERS[name], 200
+    abar = cosine_alphas_cumprod(T)
+    gauss = Analytic(abar, MU, S)
+    x_T = _noise((3, 1, 4, 6), 0)
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    batch = sample(gauss, x_T, abar, 10, generator=gens([4, 5, 6]))
+    for i, seed in enumerate([4, 5, 6]):
+        alone = sample(gauss, x_T[i : i + 1], abar, 10, generator=gens([seed]))
+        assert torch.equal(batch[i : i + 1], alone)
+        # a list of one generator draws what that generator alone would
+        assert torch.equal(alone, sample(gauss, x_T[i : i + 1], abar, 10, generator=torch.Generator().manual_seed(seed)))
+    reordered = sample(gauss, x_T[[2, 0, 1]], abar, 10, generator=gens([6, 4, 5]))
+    assert torch.equal(reordered, batch[[2, 0, 1]])
+    if name == "ddpm":
+        assert not torch.equal(batch, sample(gauss, x_T, abar, 10, generator=gens([4, 5, 7])))
+        with pytest.raises(ValueError, match="2 generators for 3 rows"):
+            sample(gauss, x_T, abar, 10, generator=gens([4, 5]))
+
+
+def test_randn_rows_matches_one_generator_per_row():
+    from espnet2.tts_diff.samplers import randn_rows
+
+    rows = randn_rows((2, 3, 5), [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    assert rows.shape == (2, 3, 5) and rows.dtype == torch.float32
+    assert torch.equal(rows[1:], torch.randn((1, 3, 5), generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(randn_rows((2, 3), torch.Generator().manual_seed(1)), _noise((2, 3), 1))
+
+
 # ------------------------------------------------------------------------------------------------- references
 def test_ode_samplers_follow_the_exact_flow():
     """DDIM (first order) and DPM-Solver++(2M) (second order) against the exact probability-flow map."""

@@ -19,8 +19,10 @@ the probe against the query's class; probe-FD = Fréchet distance in the probe's
 generated clips and ``--references`` (a ``wav.scp``). probe-FD is *not* FAD. The mel columns score the
 de-normalised log-mel each clip was vocoded from (as ``bin/probe.py evaluate --gen_mel_scp`` does).
 
-s/sample: wall time of one generated clip (prior for PD, mel sampling, vocoder or Griffin-Lim), median over the
-timed samples, after one warm-up; CUDA is synchronised. ``--jobs N`` runs N processes at once, query i in job
+s/sample: wall time of generating a batch of up to ``--batch_size`` queries at once (prior for PD, mel sampling
+with one network call per step for the batch, then the vocoder or Griffin-Lim per clip) divided by its size,
+median over the timed samples, after a warm-up; CUDA is synchronised. Every sampler is timed the same way, so
+the speed-ups compare like with like. ``--jobs N`` runs N processes at once, query i in job
 i mod N (same seeds, so the same samples and figures; on CPU each job has ``--threads``, default 1).
 ``--model paper`` (or any training YAML via ``--config``) times the paper-size U-Net with random weights: mel
 sampling only, no quality ("n/a").
@@ -80,6 +82,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep_steps", type=int, default=25, help="steps of the guidance sweep")
     parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: inference_frames)")
     parser.add_argument("--seed", type=int, default=0, help="sample of query i uses seed + i")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="queries sampled at once per job (each from its own seed: the same samples, up to float rounding)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default; 1 per job with --jobs > 1)")
@@ -305,27 +309,33 @@ def paper_model(config: Path, device):
 
 
 def run_setting(sample_fn, conds: Sequence, indices: Sequence[int], sampler: str, steps: int, guidance: float,
-                seed: int, num_timed: int, quality: bool, device) -> Tuple[List[float], list]:  # fmt: skip
-    """Seconds per timed sample after a warm-up, and the outputs of every sampled query.
+                seed: int, num_timed: int, quality: bool, device, batch_size: int) -> Tuple[List[float], list]:  # fmt: skip
+    """Seconds per sample of the timed batches after a warm-up, and the outputs of every sampled query.
 
-    Query ``i`` of ``indices`` (positions in ``conds``) is sampled with seed ``seed + i`` and timed when
-    ``i < num_timed`` (``num_timed`` 0: all); without ``quality`` only the timed ones are sampled.
+    Query ``i`` of ``indices`` (positions in ``conds``) is sampled with seed ``seed + i``; queries go
+    ``batch_size`` at a time through ``sample_fn(conds, seeds, ...)``, and a batch's wall time divided by its
+    size is the time of each of its samples. The timed queries are those with ``i < num_timed`` (``num_timed``
+    0: all), batched apart from the others; without ``quality`` only the timed ones are sampled.
     """
     num_timed = len(conds) if num_timed <= 0 else num_timed
-    todo = [i for i in indices if quality or i < num_timed]
-    if not todo:
+    timed = [i for i in indices if i < num_timed]
+    rest = [i for i in indices if i >= num_timed] if quality else []
+    if not timed and not rest:
         return [], []
-    sample_fn(conds[todo[0]], seed, sampler, min(steps, 2), guidance)  # warm-up (kernels, caches): the same calls, few
-    outs, times = [], []
-    for i in todo:
-        _sync(device)
-        start = time.perf_counter()
-        out = sample_fn(conds[i], seed + i, sampler, steps, guidance)
-        _sync(device)
-        if i < num_timed:
-            times.append(time.perf_counter() - start)
-        outs.append(out)
-    return times, outs
+    first = (timed or rest)[:batch_size]
+    sample_fn([conds[i] for i in first], [seed + i for i in first], sampler, min(steps, 2), guidance)  # warm-up
+    outs, times = {}, []
+    for group, is_timed in ((timed, True), (rest, False)):
+        for n in range(0, len(group), batch_size):
+            part = group[n : n + batch_size]
+            _sync(device)
+            start = time.perf_counter()
+            batch = sample_fn([conds[i] for i in part], [seed + i for i in part], sampler, steps, guidance)
+            _sync(device)
+            if is_timed:
+                times += [(time.perf_counter() - start) / len(part)] * len(part)
+            outs.update(zip(part, batch))
+    return times, [outs[i] for i in indices if i in outs]
 
 
 def shard_of(spec: str) -> Tuple[int, int, Path]:
@@ -442,8 +452,8 @@ def main(cmd=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.jobs < 1:
-        print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+    if args.jobs < 1 or args.batch_size < 1:
+        print(f"error: --jobs and --batch_size must be >= 1, got {args.jobs} and {args.batch_size}", file=sys.stderr)
         return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -468,9 +478,9 @@ def main(cmd=None) -> int:
         gen_emb = torch.randn(8, tts.spk_embed_dim, generator=torch.Generator().manual_seed(args.seed))
         conds = list(gen_emb)
 
-        def sample_fn(cond, seed, sampler, steps, guidance):
-            return tts.inference(torch.zeros(1, dtype=torch.long), spembs=cond, steps=steps, guidance=guidance,
-                                 sampler=sampler, seed=seed, num_frames=frames)["feat_gen"]  # fmt: skip
+        def sample_fn(conds, seeds, sampler, steps, guidance):
+            return list(tts.sample(torch.stack(list(conds)), seeds=seeds, steps=steps, guidance=guidance,
+                                   sampler=sampler, num_frames=frames))  # fmt: skip
     else:
         import kaldiio
 
@@ -509,9 +519,9 @@ def main(cmd=None) -> int:
 
             conds = [Condition(k, args.mode, load(table[k])) for k in keys]
 
-        def sample_fn(cond, seed, sampler, steps, guidance):
-            out = gen.sample(cond, seed=seed, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)
-            return out["wav"], out["mel"]
+        def sample_fn(conds, seeds, sampler, steps, guidance):
+            outs = gen.sample_batch(conds, seeds, steps=steps, guidance=guidance, sampler=sampler, num_frames=args.num_frames)
+            return [(out["wav"], out["mel"]) for out in outs]
 
     class_ids, ref_emb, score = [], None, None
     if quality:
@@ -554,7 +564,7 @@ def main(cmd=None) -> int:
         records = {}
         for k, (sampler, steps, guidance) in enumerate(settings):
             times, outs = run_setting(sample_fn, conds, indices, sampler, steps, guidance, args.seed, args.num_timed,
-                                      quality, device)  # fmt: skip
+                                      quality, device, args.batch_size)  # fmt: skip
             records[f"{k}_seconds"] = np.asarray(times, dtype=np.float64)
             line = f"  {tag}{SAMPLER_NAMES[sampler]:>13} {steps:>5} steps w={guidance:g}: {len(outs)} samples"
             if times:
@@ -584,8 +594,9 @@ def main(cmd=None) -> int:
         f"## Samplers (w = {args.guidance:g})", "", markdown_table(rows), "", goal_check(rows), "",
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
         markdown_table(sweep, first="guidance", baseline=base), "",
-        f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: median"
-        f" of {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} on {device}, {threads}."
+        f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: wall"
+        f" time of a batch of up to {args.batch_size} queries / its size, median over the"
+        f" {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} timed samples on {device}, {threads}."
         f" Plots: {args.out_dir}/samplers.png"
         f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
     ])  # fmt: skip
