@@ -128,7 +128,7 @@ def test_generation_batch_size_keeps_the_samples(recipe, tmp_path):
     alone = dict(line.split() for line in (tmp_path / "one" / "mel.scp").read_text().splitlines())
     assert sorted(alone) == sorted(batched) and len(alone) == PER_CLASS * len(CLASSES)
     for key in alone:
-        np.testing.assert_allclose(np.load(alone[key]), np.load(batched[key]), atol=1e-4)
+        np.testing.assert_allclose(np.load(alone[key]), np.load(batched[key]), atol=1e-3)  # log10 mel: float rounding
     first = sorted(alone)[:2]
     assert not np.allclose(np.load(alone[first[0]]), np.load(alone[first[1]]), atol=1e-3)
 
@@ -145,7 +145,9 @@ def test_results_table(recipe):
     assert re.search(r"^\| chance \| - \| 25\.0 \|", results, re.M), results
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
-    assert "Stage wall times" in results and "train generator (concurrent)" in results  # run.sh: --train_jobs 2
+    assert "Stage wall times" in results  # run.sh: --train_jobs 2; each training with its steps and time per step
+    assert re.search(r"\| train generator \(concurrent\): 3 steps, \d\.\d{3} s/step \|", results), results
+    assert re.search(r"\| train vocoder \(concurrent\): 2 steps, \d\.\d{3} s/step \|", results), results
     # the sampler benchmark (stage 7): the steps table and the guidance sweep, one IQ query per class
     bench = tmp / "exp" / "tts_clipsonic_vocoder" / "benchmark_samplers_test"
     assert "## Sampler benchmark" in results and "### Samplers (w = 1.5)" in results, results

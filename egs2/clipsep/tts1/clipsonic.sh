@@ -176,6 +176,12 @@ data_opts() {  # $1: with spembs (true/false)
     done
 }
 concurrent() { [ "${train_jobs}" -gt 1 ] && echo " (concurrent)" || true; }
+speed() {  # speed LOG: "N steps, S s/step" from an ESPnet train.log (the mean train_time over its epochs)
+    grep "epoch results" "$1" | awk '{
+        if (match($0, /[ ,]train_time=[0-9.e+-]+/)) { s = substr($0, RSTART + 12, RLENGTH - 12); t += s; n++ }
+        if (match($0, /total_count=[0-9]+/)) steps = substr($0, RSTART + 12, RLENGTH - 12)
+    } END { if (n) printf "%d steps, %.3f s/step", steps, t / n }'
+}
 
 stage_3() {
     stage_start 3 "train the generator ${tts_exp} (log: ${tts_exp}/train.log)"
@@ -188,7 +194,7 @@ stage_3() {
         $(data_opts true) ${tts_args} \
         || { log "error: generator training failed; see ${tts_exp}/train.log"; tail -n 20 "${tts_exp}/train.log" >&2; return 1; }
     log "Stage 3: $(grep "epoch results" "${tts_exp}/train.log" | tail -n 1 | grep -o '\[valid\].*')"
-    stage_end 3 "train generator$(concurrent)"
+    stage_end 3 "train generator$(concurrent): $(speed "${tts_exp}/train.log")"
 }
 
 stage_4() {
@@ -217,7 +223,7 @@ stage_5() {
         $(data_opts false) ${vocoder_args} \
         || { log "error: vocoder training failed; see ${voc_exp}/train.log"; tail -n 20 "${voc_exp}/train.log" >&2; return 1; }
     log "Stage 5: $(grep "epoch results" "${voc_exp}/train.log" | tail -n 1 | grep -o 'generator_mel_loss=[0-9.]*' | tail -n 1)"
-    stage_end 5 "train vocoder$(concurrent)"
+    stage_end 5 "train vocoder$(concurrent): $(speed "${voc_exp}/train.log")"
 }
 
 stage_6() {

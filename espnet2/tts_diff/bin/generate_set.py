@@ -10,7 +10,9 @@ One query per key of a Kaldi-style table; each mode gives the generator a differ
 
 The model is loaded with ``TTSDiffTask.build_model_from_file`` and must embed its vocoder
 (``espnet2.tts_diff.bin.embed_vocoder``). Key ``i`` (in sorted order) is sampled with seed ``--seed + i``, so
-the modes share their initial noise. ``--utt2label`` (evaluation only) gives each key's query class, which is
+the modes share their initial noise; queries are sampled ``--batch_size`` at a time (one network call per step
+for the batch, each key from its own seeded generator), so the clips do not depend on the batch size beyond
+float rounding. ``--utt2label`` (evaluation only) gives each key's query class, which is
 copied to the output's ``utt2label`` and, with ``--max_per_class``, selects the first keys of every class; the
 generator never reads it. Writes ``<output_dir>/wav/<key>.wav`` (16-bit, temporary names, then renamed),
 ``wav.scp``, ``utt2label`` and ``generate.json`` (settings, wall time, real-time factor), and the mel the
