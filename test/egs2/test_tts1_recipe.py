@@ -68,7 +68,7 @@ def test_every_stage_ran_and_logged(recipe):
         assert f"Stage {n}:" in out, f"stage {n} missing from the log"
     assert "[enh1]" in out and "Successfully finished." in out
     stages = [line.split("\t")[0] for line in (tmp / "exp" / "timings.tsv").read_text().splitlines()]
-    assert stages == [str(n) for n in range(1, 11)]
+    assert stages == ["1", "2", "3", "4", "5", "6", "3-6", "7", "8", "9", "10"]  # 3-6: the trainings side by side
 
 
 def test_tts_data_dirs(recipe):
@@ -146,6 +146,8 @@ def test_results_table(recipe):
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results  # run.sh: --train_jobs 2; each training with its steps and time per step
+    assert re.search(r"^\| 3-6 \| the concurrent stages, side by side \| [0-9:.]+ s? ?\|", results, re.M), results
+    assert "wall time (the concurrent stages as they ran side by side)" in results
     assert re.search(r"\| train generator \(concurrent\): 3 steps, \d\.\d{3} s/step \|", results), results
     assert re.search(r"\| train vocoder \(concurrent\): 2 steps, \d\.\d{3} s/step \|", results), results
     # the sampler benchmark (stage 7): the steps table and the guidance sweep, one IQ query per class

@@ -25,7 +25,7 @@ def files(tmp_path):
     bench = tmp_path / "results.md"
     bench.write_text("## Samplers (w = 1.5)\n\n| sampler | steps |\n|---|---|\n| DDPM | 1000 |\n\nGoal: met\n")
     timings = tmp_path / "timings.tsv"
-    timings.write_text("1\tdata\t100\n3\ttrain generator (concurrent)\t600\n5\ttrain vocoder (concurrent)\t400\n7\tgen\t50\n")
+    timings.write_text("1\tdata\t100\n3\ttrain generator (concurrent): 1500 steps, 0.400 s/step\t600\n5\ttrain vocoder (concurrent)\t400\n7\tgen\t50\n")
     return tmp_path, iq, gt, gen, bench, timings
 
 
@@ -49,6 +49,17 @@ def test_rows_chance_section_and_wall_time(files):
     assert text.index("## Sampler benchmark") > text.index("| chance")
     # concurrent stages count once (the longest): 100 + 600 + 50 s
     assert rows["total"][2] == "0:12:30"
+
+
+def test_total_counts_the_side_by_side_wall_time_when_recorded():
+    # the recipe's row for stages 3-6 as they ran at once (2 slots: 600 s, then 400 s + 120 s on the other)
+    timings = [("1", "data", 100.0), ("3", "train generator (concurrent): 1500 steps, 0.400 s/step", 600.0),
+               ("5", "train vocoder (concurrent)", 400.0), ("6", "train probe (concurrent)", 120.0),
+               ("3-6", "the concurrent stages, side by side", 615.0), ("7", "gen", 50.0)]  # fmt: skip
+    rows = report.timing_rows(timings)
+    assert rows[-1] == ("total", "wall time (the concurrent stages as they ran side by side)", "0:12:45")
+    assert rows[4] == ("3-6", "the concurrent stages, side by side", "0:10:15")
+    assert report.timing_rows(timings[:4] + timings[5:])[-1][2] == "0:12:30"  # without it: the longest, 600 s
 
 
 def test_fad_column_only_when_an_evaluation_has_it(files):
