@@ -68,7 +68,15 @@ def test_every_stage_ran_and_logged(recipe):
         assert f"Stage {n}:" in out, f"stage {n} missing from the log"
     assert "[enh1]" in out and "Successfully finished." in out
     stages = [line.split("\t")[0] for line in (tmp / "exp" / "timings.tsv").read_text().splitlines()]
-    assert stages == ["1", "2", "3", "4", "5", "6", "3-6", "7", "8", "9", "10"]  # 3-6: the trainings side by side
+    assert stages == ["1", "2", "3", "4", "5", "6", "2-6", "7", "8", "9", "10"]  # 2-6: side by side
+    # --train_jobs 2: stage 2 beside the probe and the prior; the generator and the vocoder start after it
+    lines = [line for line in out.splitlines() if "[enh1]" not in line]  # the separation recipe has a stage 2 too
+
+    def at(text):
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert at("Stage 6: train the probe") < at("Stage 2 done") and at("Stage 4: train the diffusion prior") < at("Stage 3: train")
+    assert at("Stage 2 done") < min(at("Stage 3: train"), at("Stage 5: train the vocoder"))
 
 
 def test_tts_data_dirs(recipe):
@@ -146,7 +154,8 @@ def test_results_table(recipe):
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results  # run.sh: --train_jobs 2; each training with its steps and time per step
-    assert re.search(r"^\| 3-6 \| the concurrent stages, side by side \| [0-9:.]+ s? ?\|", results, re.M), results
+    assert re.search(r"^\| 2-6 \| the concurrent stages, side by side \| [0-9:.]+ s? ?\|", results, re.M), results
+    assert "| 2 | TTS data dirs, mel statistics (concurrent) |" in results
     assert "wall time (the concurrent stages as they ran side by side)" in results
     assert re.search(r"\| train generator \(concurrent\): 3 steps, \d\.\d{3} s/step \|", results), results
     assert re.search(r"\| train vocoder \(concurrent\): 2 steps, \d\.\d{3} s/step \|", results), results
@@ -187,6 +196,19 @@ def test_pack_reloads_offline_and_generates(recipe, tmp_path):
     emb = prior.sample(text[None], steps=2)[0]
     wav = model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=emb, steps=2, seed=0, num_frames=4)["wav"]
     assert wav.shape == (4 * HOP,) and torch.isfinite(wav).all()
+
+
+def test_failed_stage_2_stops_the_vocoder_and_the_run(recipe, tmp_path):
+    """Stage 2 fails beside the probe and the prior: the vocoder waits for it, so it never starts; exit 1."""
+    tmp, _ = recipe
+    dirs = ["--dumpdir", f"{tmp_path}/dump", "--expdir", f"{tmp_path}/exp", "--results", f"{tmp_path}/R.md"]
+    proc = _run(["--stage", "2", "--stop_stage", "6", "--test_set", "no_such_set", *dirs], tmp, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-2000:]
+    assert "Stage 5: not started: stage 2 failed" in out and "error: a stage of 2-6 failed" in out, out[-2000:]
+    assert "Stage 3: train" not in out and "Stage 5: train" not in out
+    assert (tmp_path / "exp" / "probe" / "probe.pt").is_file()  # the stages beside it finished their work
+    assert (tmp_path / "exp" / "prior" / "prior.pt").is_file()
 
 
 def test_vggish_weights_add_fad(recipe, tmp_path):

@@ -17,7 +17,8 @@
 #                    with --vggish weights also FAD
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
-# Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads).
+# Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads),
+# and stage 2 then runs beside the probe (6) and the prior (4), which do not need its output.
 set -euo pipefail
 
 log() {
@@ -143,14 +144,14 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
 fi
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+stage_2() {
     stage_start 2 "TTS data dirs (${raw}) and mel statistics (${stats})"
     ${python} local/prepare_tts_data.py --data_dir "${datadir}" --clip_dir "${clip_dumpdir}/clip" \
         --base_dir "${enh1_dir}" --output_dir "${raw}" --train_set "${train_set}" --valid_set "${valid_set}" \
-        --test_sets "${test_set}"
+        --test_sets "${test_set}" || return 1
     if ${fit_clip}; then  # a copy beside the experiments, packed with the model (text queries need it)
         mkdir -p "${expdir}/clip"
-        cp "${clip_weights}" "${clip_weights}.json" "${expdir}/clip/"
+        cp "${clip_weights}" "${clip_weights}.json" "${expdir}/clip/" || return 1
     fi
     log "Stage 2: collect_stats (log: ${stats}/collect_stats.log)"
     mkdir -p "${stats}"
@@ -164,9 +165,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         --valid_data_path_and_name_and_type "${raw}/${valid_set}/wav.scp,speech,sound" \
         --valid_data_path_and_name_and_type "${raw}/${valid_set}/spembs.scp,spembs,npy" \
         --train_shape_file "${raw}/${train_set}/wav.scp" --valid_shape_file "${raw}/${valid_set}/wav.scp" \
-        || { log "error: collect_stats failed; see ${stats}/collect_stats.log"; exit 1; }
-    stage_end 2 "TTS data dirs, mel statistics"
-fi
+        || { log "error: collect_stats failed; see ${stats}/collect_stats.log"; return 1; }
+    stage_end 2 "TTS data dirs, mel statistics${stage_2_concurrent}"
+}
 
 # ------------------------------------------------------------------------------------------------------------
 # Stages 3-6, each a function so that run_pool can start them side by side.
@@ -245,17 +246,44 @@ stage_6() {
     stage_end 6 "train probe$(concurrent)"
 }
 
+in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 train_stages=()
-for n in 3 4 5 6; do
-    [ "${stage}" -le "${n}" ] && [ "${stop_stage}" -ge "${n}" ] && train_stages+=("stage_${n}")
-done
+for n in 3 4 5 6; do in_range "${n}" && train_stages+=("stage_${n}"); done
+stage_2_concurrent=
+if in_range 2 && [ "${#train_stages[@]}" -gt 0 ] && [ "${train_jobs}" -gt 1 ]; then
+    # Stage 2 runs beside the trainings that do not read its output (probe 6, prior 4): its slot then goes on
+    # to the generator (3), and the vocoder (5) waits until stage 2 has written the data dirs and statistics.
+    stage_2_concurrent=$(concurrent)
+    stage_2_sync=$(mktemp -d)
+    stage_2_then_3() {
+        stage_2 || { touch "${stage_2_sync}/failed"; return 1; }
+        touch "${stage_2_sync}/done"
+        if in_range 3; then stage_3; fi
+    }
+    stage_5_after_2() {
+        until [ -e "${stage_2_sync}/done" ]; do
+            [ -e "${stage_2_sync}/failed" ] && { log "Stage 5: not started: stage 2 failed"; return 1; }
+            sleep 1
+        done
+        stage_5
+    }
+    jobs_2_6=(stage_2_then_3)
+    for n in 6 4 5; do in_range "${n}" && jobs_2_6+=("stage_${n}"); done
+    jobs_2_6=("${jobs_2_6[@]/#stage_5/stage_5_after_2}")
+    first=2
+else
+    if in_range 2; then stage_2 || exit 1; fi
+    jobs_2_6=("${train_stages[@]}")
+    [ "${#train_stages[@]}" -eq 0 ] || first=${train_stages[0]#stage_}
+fi
 if [ "${#train_stages[@]}" -gt 0 ]; then
-    log "Stages 3-6: ${train_stages[*]} (${train_jobs} at once, ${threads} threads each)"
+    log "Stages ${first}-${train_stages[-1]#stage_}: ${jobs_2_6[*]} (${train_jobs} at once, ${threads} threads each)"
     t0=$(date +%s)
-    run_pool "${train_jobs}" "${train_stages[@]}" || { log "error: a training stage failed"; exit 1; }
+    run_pool "${train_jobs}" "${jobs_2_6[@]}" || { log "error: a stage of ${first}-${train_stages[-1]#stage_} failed"; exit 1; }
     if [ "${train_jobs}" -gt 1 ]; then  # the report's total counts this, not the concurrent stages' own times
-        record_time "${train_stages[0]#stage_}-${train_stages[-1]#stage_}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
+        record_time "${first}-${train_stages[-1]#stage_}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
     fi
+    [ -z "${stage_2_concurrent}" ] || rm -rf "${stage_2_sync}"
 fi
 
 # ------------------------------------------------------------------------------------------------------------
@@ -297,7 +325,9 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
         --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
         --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
-    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "generate_${m}"; done) || exit 1
+    # The longest first (pd: the prior, then the generator), the resynthesis (no sampling) last.
+    run_pool "${gen_jobs}" $(for m in ${gen_modes}; do [ "${m}" = pd ] && echo generate_pd; done
+                             for m in ${gen_modes}; do [ "${m}" = pd ] || echo "generate_${m}"; done; echo generate_gt) || exit 1
     if ${benchmark}; then  # its own gen_jobs processes share the queries
         log "Stage 7: sampler benchmark (log: ${bench_dir}/benchmark.log)"
         rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"
