@@ -279,11 +279,12 @@ fi
 if [ "${#train_stages[@]}" -gt 0 ]; then
     log "Stages ${first}-${train_stages[-1]#stage_}: ${jobs_2_6[*]} (${train_jobs} at once, ${threads} threads each)"
     t0=$(date +%s)
-    run_pool "${train_jobs}" "${jobs_2_6[@]}" || { log "error: a stage of ${first}-${train_stages[-1]#stage_} failed"; exit 1; }
+    pool_ok=true; run_pool "${train_jobs}" "${jobs_2_6[@]}" || pool_ok=false
+    [ -z "${stage_2_concurrent}" ] || rm -rf "${stage_2_sync}"
+    ${pool_ok} || { log "error: a stage of ${first}-${train_stages[-1]#stage_} failed"; exit 1; }
     if [ "${train_jobs}" -gt 1 ]; then  # the report's total counts this, not the concurrent stages' own times
         record_time "${first}-${train_stages[-1]#stage_}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
     fi
-    [ -z "${stage_2_concurrent}" ] || rm -rf "${stage_2_sync}"
 fi
 
 # ------------------------------------------------------------------------------------------------------------
