@@ -75,7 +75,7 @@ def test_every_stage_ran_and_logged(recipe):
     def at(text):
         return next(i for i, line in enumerate(lines) if text in line)
 
-    assert at("Stage 6: train the probe") < at("Stage 2 done") and at("Stage 4: train the diffusion prior") < at("Stage 3: train")
+    assert at("Stage 6: train the probe") < at("Stage 2 done")
     assert at("Stage 2 done") < min(at("Stage 3: train"), at("Stage 5: train the vocoder"))
 
 
@@ -205,7 +205,8 @@ def test_failed_stage_2_stops_the_vocoder_and_the_run(recipe, tmp_path):
     proc = _run(["--stage", "2", "--stop_stage", "6", "--test_set", "no_such_set", *dirs], tmp, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-2000:]
-    assert "Stage 5: not started: stage 2 failed" in out and "error: a stage of 2-6 failed" in out, out[-2000:]
+    assert "stage_5: not started: stage_2 failed" in out and "error: a stage of 2-6 failed" in out, out[-2000:]
+    assert "stage_3: not started: stage_2 failed" in out
     assert "Stage 3: train" not in out and "Stage 5: train" not in out
     assert (tmp_path / "exp" / "probe" / "probe.pt").is_file()  # the stages beside it finished their work
     assert (tmp_path / "exp" / "prior" / "prior.pt").is_file()

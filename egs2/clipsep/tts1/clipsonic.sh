@@ -95,15 +95,29 @@ stage_end() {  # record the wall time of stage $1 ($2) for the report
     record_time "$1" "$2" "${sec}"
     log "Stage $1 done in ${sec} s"
 }
-run_pool() {  # run_pool N FUNC... : the functions as background jobs, at most N at once; fails if any failed
-    local n=$1 f flags; shift
+run_pool() {  # run_pool N FUNC[:AFTER]... : the functions as background jobs, at most N at once; fails if any failed.
+    # A free slot takes the first waiting FUNC that may start: FUNC:AFTER only once AFTER (another FUNC of the
+    # list) has succeeded; if AFTER failed, FUNC is not run and counts as failed.
+    local n=$1 item f after flags started rest pending=("${@:2}")
     flags=$(mktemp -d)
-    for f in "$@"; do
-        while [ "$(jobs -rp | wc -l)" -ge "${n}" ]; do sleep 1; done
-        ( "${f}" || touch "${flags}/${f}" ) &
+    while [ "${#pending[@]}" -gt 0 ]; do
+        started=false; rest=()
+        for item in "${pending[@]}"; do
+            f=${item%%:*}; after=${item#"${f}"}; after=${after#:}
+            if [ -n "${after}" ] && [ -e "${flags}/${after}.failed" ]; then
+                log "${f}: not started: ${after} failed"; touch "${flags}/${f}.failed"
+            elif ! ${started} && [ "$(jobs -rp | wc -l)" -lt "${n}" ] && { [ -z "${after}" ] || [ -e "${flags}/${after}.ok" ]; }; then
+                ( if "${f}"; then touch "${flags}/${f}.ok"; else touch "${flags}/${f}.failed"; fi ) &
+                started=true
+            else
+                rest+=("${item}")
+            fi
+        done
+        pending=("${rest[@]}")
+        ${started} || sleep 1
     done
     wait
-    f=$(ls "${flags}"); rm -rf "${flags}"
+    f=$(find "${flags}" -name '*.failed' -printf '%f ' | sed 's/\.failed//g'); rm -rf "${flags}"
     [ -z "${f}" ] || { log "error: failed: ${f}"; return 1; }
 }
 threads=$(( $(nproc) / train_jobs )); [ "${threads}" -ge 1 ] || threads=1
@@ -166,11 +180,11 @@ stage_2() {
         --valid_data_path_and_name_and_type "${raw}/${valid_set}/spembs.scp,spembs,npy" \
         --train_shape_file "${raw}/${train_set}/wav.scp" --valid_shape_file "${raw}/${valid_set}/wav.scp" \
         || { log "error: collect_stats failed; see ${stats}/collect_stats.log"; return 1; }
-    stage_end 2 "TTS data dirs, mel statistics${stage_2_concurrent}"
+    stage_end 2 "TTS data dirs, mel statistics$(concurrent)"
 }
 
 # ------------------------------------------------------------------------------------------------------------
-# Stages 3-6, each a function so that run_pool can start them side by side.
+# Stages 2-6, each a function so that run_pool can start them side by side.
 data_opts() {  # $1: with spembs (true/false)
     local set kind
     for set in train valid; do
@@ -180,7 +194,7 @@ data_opts() {  # $1: with spembs (true/false)
         echo "--${set}_shape_file ${stats}/${set}/speech_shape"
     done
 }
-concurrent() { [ "${train_jobs}" -gt 1 ] && echo " (concurrent)" || true; }
+concurrent() { [ "${train_jobs}" -gt 1 ] && [ "${#pool_stages[@]}" -gt 1 ] && echo " (concurrent)" || true; }
 speed() {  # speed LOG: "N steps, S s/step" from an ESPnet train.log (the mean train_time over its epochs)
     grep "epoch results" "$1" | awk '{
         if (match($0, /[ ,]train_time=[0-9.e+-]+/)) { s = substr($0, RSTART + 12, RLENGTH - 12); t += s; n++ }
@@ -247,43 +261,22 @@ stage_6() {
 }
 
 in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-train_stages=()
-for n in 3 4 5 6; do in_range "${n}" && train_stages+=("stage_${n}"); done
-stage_2_concurrent=
-if in_range 2 && [ "${#train_stages[@]}" -gt 0 ] && [ "${train_jobs}" -gt 1 ]; then
-    # Stage 2 runs beside the trainings that do not read its output (probe 6, prior 4): its slot then goes on
-    # to the generator (3), and the vocoder (5) waits until stage 2 has written the data dirs and statistics.
-    stage_2_concurrent=$(concurrent)
-    stage_2_sync=$(mktemp -d)
-    stage_2_then_3() {
-        stage_2 || { touch "${stage_2_sync}/failed"; return 1; }
-        touch "${stage_2_sync}/done"
-        if in_range 3; then stage_3; fi
-    }
-    stage_5_after_2() {
-        until [ -e "${stage_2_sync}/done" ]; do
-            [ -e "${stage_2_sync}/failed" ] && { log "Stage 5: not started: stage 2 failed"; return 1; }
-            sleep 1
-        done
-        stage_5
-    }
-    jobs_2_6=(stage_2_then_3)
-    for n in 6 4 5; do in_range "${n}" && jobs_2_6+=("stage_${n}"); done
-    jobs_2_6=("${jobs_2_6[@]/#stage_5/stage_5_after_2}")
-    first=2
-else
-    if in_range 2; then stage_2 || exit 1; fi
-    jobs_2_6=("${train_stages[@]}")
-    [ "${#train_stages[@]}" -eq 0 ] || first=${train_stages[0]#stage_}
-fi
-if [ "${#train_stages[@]}" -gt 0 ]; then
-    log "Stages ${first}-${train_stages[-1]#stage_}: ${jobs_2_6[*]} (${train_jobs} at once, ${threads} threads each)"
+# At most train_jobs at once, in this order as far as the dependencies allow: stage 2 beside the probe and the
+# prior (which do not read its output), the generator as soon as stage 2 is done, the vocoder after it too.
+pool_stages=()
+after_2=; in_range 2 && after_2=:stage_2
+for n in 2 6 3 4 5; do
+    in_range "${n}" || continue
+    case "${n}" in 3|5) pool_stages+=("stage_${n}${after_2}");; *) pool_stages+=("stage_${n}");; esac
+done
+if [ "${#pool_stages[@]}" -gt 0 ]; then
+    nums=($(printf '%s\n' "${pool_stages[@]%%:*}" | sed 's/stage_//' | sort -n))
+    range=${nums[0]}; [ "${#nums[@]}" -eq 1 ] || range=${nums[0]}-${nums[-1]}
+    log "Stage$([ "${#nums[@]}" -eq 1 ] || echo s) ${range}: ${pool_stages[*]} (${train_jobs} at once, ${threads} threads each)"
     t0=$(date +%s)
-    pool_ok=true; run_pool "${train_jobs}" "${jobs_2_6[@]}" || pool_ok=false
-    [ -z "${stage_2_concurrent}" ] || rm -rf "${stage_2_sync}"
-    ${pool_ok} || { log "error: a stage of ${first}-${train_stages[-1]#stage_} failed"; exit 1; }
-    if [ "${train_jobs}" -gt 1 ]; then  # the report's total counts this, not the concurrent stages' own times
-        record_time "${first}-${train_stages[-1]#stage_}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
+    run_pool "${train_jobs}" "${pool_stages[@]}" || { log "error: a stage of ${range} failed"; exit 1; }
+    if [ "${train_jobs}" -gt 1 ] && [ "${#pool_stages[@]}" -gt 1 ]; then  # the report's total counts this row
+        record_time "${range}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
     fi
 fi
 
