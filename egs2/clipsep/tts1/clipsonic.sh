@@ -270,9 +270,9 @@ for n in 2 6 3 4 5; do
     case "${n}" in 3|5) pool_stages+=("stage_${n}${after_2}");; *) pool_stages+=("stage_${n}");; esac
 done
 if [ "${#pool_stages[@]}" -gt 0 ]; then
-    nums=($(printf '%s\n' "${pool_stages[@]%%:*}" | sed 's/stage_//' | sort -n))
-    range=${nums[0]}; [ "${#nums[@]}" -eq 1 ] || range=${nums[0]}-${nums[-1]}
-    log "Stage$([ "${#nums[@]}" -eq 1 ] || echo s) ${range}: ${pool_stages[*]} (${train_jobs} at once, ${threads} threads each)"
+    lo=$(( stage > 2 ? stage : 2 )); hi=$(( stop_stage < 6 ? stop_stage : 6 ))
+    range=${lo}; [ "${lo}" -eq "${hi}" ] || range=${lo}-${hi}
+    log "Stages ${range}: ${pool_stages[*]} (${train_jobs} at once, ${threads} threads each)"
     t0=$(date +%s)
     run_pool "${train_jobs}" "${pool_stages[@]}" || { log "error: a stage of ${range} failed"; exit 1; }
     if [ "${train_jobs}" -gt 1 ] && [ "${#pool_stages[@]}" -gt 1 ]; then  # the report's total counts this row
