@@ -10,8 +10,9 @@
 #  5. vocoder        HiFi-GAN on the generator's normalised mel (ESPnet's GAN-TTS trainer, mel_hifigan)
 #  6. probe          the offline evaluation classifier (the only place labels are used)
 #  7. generation     vocoder embedded into the generator; IQ / ZS / PD for the test queries and the
-#                    ground-truth resynthesis through the vocoder; then the sampler benchmark (DDPM-1000 vs
-#                    DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false skips it)
+#                    ground-truth resynthesis through the vocoder; beside them the sampler benchmark's shards
+#                    (DDPM-1000 vs DDIM / DPM-Solver++ at 10/25/50 steps, guidance sweep; --benchmark false
+#                    skips it), merged into its tables at the end
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder);
 #                    with --vggish weights also FAD
@@ -32,7 +33,7 @@ stop_stage=100          # last stage to run
 ngpu=1                  # GPUs for training and generation (0: CPU)
 nj=4                    # parallel jobs of the separation recipe's data prep and embeddings
 train_jobs=1            # stages 3-6 run at once (on CPU each gets nproc/train_jobs threads)
-gen_jobs=1              # generation / evaluation jobs at once (and the sampler benchmark's processes)
+gen_jobs=1              # generation / evaluation jobs at once (and the sampler benchmark's shards)
 python=python3          # python interpreter
 cmd_backend=${CLIPSEP_CMD_BACKEND:-local}   # job launcher: local or slurm (cmd.sh)
 # Data: the separation recipe prepares it (stage 1)
@@ -304,13 +305,22 @@ generate_one() {  # generate_one MODE
 for mode in ${gen_modes}; do eval "generate_${mode}() { generate_one ${mode}; }"; done
 generate_gt() { generate_one gt; }
 bench_dir=${final_exp}/benchmark_samplers_${test_set}
-benchmark_samplers() {
+bench_shards=$(( gen_jobs > 1 ? gen_jobs : 1 ))
+benchmark_run() {  # benchmark_run LOG OPTION...: local/benchmark_samplers.py on the IQ queries of the test set
+    local log_file=$1; shift
     # shellcheck disable=SC2086
-    ${decode_cmd} "${bench_dir}/benchmark.log" ${python} local/benchmark_samplers.py --model "${final_exp}" \
+    ${decode_cmd} "${log_file}" ${python} local/benchmark_samplers.py --model "${final_exp}" \
         --probe "${probe}" --queries "${raw}/${test_set}/spembs.scp" --mode iq --utt2label "${raw}/${test_set}/utt2label" \
         --references "${datadir}/${test_set}/wav.scp" --device "${device}" --threads "${gen_threads}" \
-        --jobs "${gen_jobs}" --out_dir "${bench_dir}" ${benchmark_opts} \
-        || { log "error: the sampler benchmark failed; see ${bench_dir}/benchmark.log"; tail -n 5 "${bench_dir}/benchmark.log" >&2; return 1; }
+        --out_dir "${bench_dir}" "$@" ${benchmark_opts} \
+        || { log "error: the sampler benchmark failed; see ${log_file}"; tail -n 5 "${log_file}" >&2; return 1; }
+}
+# Shard i samples the queries i mod bench_shards, as one more job of the generation pool; the merge makes the tables.
+for ((i = 0; i < bench_shards; i++)); do
+    eval "benchmark_shard_${i}() { benchmark_run \"\${bench_dir}/shard${i}.log\" --shard ${i}/${bench_shards}:\${bench_dir}/shard${i}.npz; }"
+done
+benchmark_merge() {
+    benchmark_run "${bench_dir}/benchmark.log" --merge $(for ((i = 0; i < bench_shards; i++)); do echo "${bench_dir}/shard${i}.npz"; done) || return 1
     log "Stage 7: sampler benchmark: $(grep -o 'goal.*' "${bench_dir}/results.md" | head -n 1)"
 }
 
@@ -319,14 +329,18 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
         --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
         --vocoder_model "${voc_exp}/${vocoder_model}" --output_dir "${final_exp}"
-    # The longest first (pd: the prior, then the generator), the resynthesis (no sampling) last.
-    run_pool "${gen_jobs}" $(for m in ${gen_modes}; do [ "${m}" = pd ] && echo generate_pd; done
-                             for m in ${gen_modes}; do [ "${m}" = pd ] || echo "generate_${m}"; done; echo generate_gt) || exit 1
-    if ${benchmark}; then  # its own gen_jobs processes share the queries
-        log "Stage 7: sampler benchmark (log: ${bench_dir}/benchmark.log)"
+    # One pool, the longest first: the benchmark's shards (DDPM-1000), pd (the prior, then the generator), the
+    # other modes, the resynthesis (no sampling) last; a free slot never waits for the benchmark to start.
+    gen_items=()
+    if ${benchmark}; then
+        log "Stage 7: sampler benchmark in ${bench_shards} shard(s) (logs: ${bench_dir}/shard*.log, benchmark.log)"
         rm -rf "${bench_dir}"; mkdir -p "${bench_dir}"
-        benchmark_samplers || exit 1
+        for ((i = 0; i < bench_shards; i++)); do gen_items+=("benchmark_shard_${i}"); done
     fi
+    for m in ${gen_modes}; do [ "${m}" = pd ] && gen_items+=(generate_pd); done
+    for m in ${gen_modes}; do [ "${m}" = pd ] || gen_items+=("generate_${m}"); done
+    run_pool "${gen_jobs}" "${gen_items[@]}" generate_gt || exit 1
+    if ${benchmark}; then benchmark_merge || exit 1; fi
     stage_end 7 "generation$(${benchmark} && echo " + sampler benchmark")"
 fi
 

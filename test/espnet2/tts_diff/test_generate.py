@@ -352,3 +352,46 @@ def test_benchmark_jobs_run_as_processes(tmp_path):
     assert "8 IQ queries" in (tmp_path / "results.md").read_text()
     assert "2 jobs at once (queries i mod 2), 1 CPU thread(s) each" in (tmp_path / "results.md").read_text()
     assert bench.main(args + ["--jobs", "0"]) == 2
+
+
+def test_benchmark_shards_merge_and_repeated_settings(tmp_path, capsys):
+    """Shards run one by one and merged give the rows of one run; a repeated setting reuses the samples."""
+    bench = _benchmark_module()
+    out = tmp_path / "out"
+    args = ["--model", "paper", "--config", str(TINY), "--grid", "ddim:2", "dpmpp:2", "--guidance", "1.5",
+            "--guidances", "0", "1.5", "--sweep_steps", "2", "--num_frames", "8", "--device", "cpu",
+            "--threads", "1", "--out_dir", str(out)]  # fmt: skip
+    shards = [tmp_path / f"shard{i}.npz" for i in range(2)]
+    for i, path in enumerate(shards):
+        assert bench.main(args + ["--shard", f"{i}/2:{path}"]) == 0
+        assert not (out / "results.md").exists()  # a shard only writes its records
+    with np.load(shards[1]) as data:
+        assert list(data["0_seconds"].shape) == [4] and list(data["meta_shard"]) == [1, 2]  # queries 1, 3, 5, 7
+        # the sweep's w = 1.5 point (setting 3) is the grid's DPM-Solver++ run (setting 1): its very samples
+        assert np.array_equal(data["3_seconds"], data["1_seconds"])
+        assert not np.array_equal(data["2_seconds"], data["1_seconds"])
+    assert bench.main(args + ["--merge", *map(str, shards)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["sampler"], r["steps"], r["guidance"]) for r in rows["samplers"]] == [("ddim", 2, 1.5), ("dpmpp", 2, 1.5)]
+    assert rows["guidance"][1]["seconds"] == rows["samplers"][1]["seconds"] > 0
+    text = (out / "results.md").read_text()
+    assert "8 IQ queries" in text and "2 shard(s) (queries i mod 2), 1 CPU thread(s) each" in text
+    assert "The sweep's w = 1.5 row is the grid's DPM-Solver++ 2-step run" in text
+    # bad merges: one line, exit 2, nothing written
+    (out / "results.md").unlink()
+    bad = [
+        ([shards[0]], "shard 0/2, but 1 records files"),
+        ([shards[0], shards[0]], "shard 0/2 again"),
+        ([shards[0], tmp_path / "none.npz"], "none.npz: not a shard's records file"),
+    ]
+    other = [a if a != "dpmpp:2" else "dpmpp:3" for a in args]
+    runs = [(args + ["--merge", *map(str, paths)], message) for paths, message in bad] + [
+        (other + ["--merge", *map(str, shards)], "shard 0/2 was run with other settings"),
+        (args + ["--merge", str(shards[0]), "--jobs", "2"], "not with --shard or --jobs"),
+    ]
+    capsys.readouterr()
+    for argv, message in runs:
+        assert bench.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --merge: ") and message in err[0], err
+    assert not (out / "results.md").exists()

@@ -24,6 +24,9 @@ with one network call per step for the batch, then the vocoder or Griffin-Lim pe
 median over the timed samples, after a warm-up; CUDA is synchronised. Every sampler is timed the same way, so
 the speed-ups compare like with like. ``--jobs N`` runs N processes at once, query i in job
 i mod N (same seeds, so the same samples and figures; on CPU each job has ``--threads``, default 1).
+``--shard I/N:PATH`` runs one such job on its own and writes its records to PATH; ``--merge`` makes the tables and
+plots from the N files (the tts1 recipe runs the shards beside its other generation jobs). A setting that repeats
+an earlier one (the sweep's point at the grid's ``--guidance``) reuses its samples and times.
 ``--model paper`` (or any training YAML via ``--config``) times the paper-size U-Net with random weights: mel
 sampling only, no quality ("n/a").
 
@@ -89,7 +92,11 @@ def get_parser() -> argparse.ArgumentParser:
                         help="torch CPU threads (0: torch's default; 1 per job with --jobs > 1)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes sharing the queries (query i in job i mod N); the figures are the same")
-    parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # internal: "I/N:PATH" of one job
+    parser.add_argument("--shard", default=None, metavar="I/N:PATH",
+                        help="sample and score only the queries i with i mod N = I and write their records to PATH"
+                             " (.npz) for --merge; the N shards may run anywhere, e.g. side by side or as cluster jobs")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PATH",
+                        help="the tables and plots from the records of shards 0..N-1 (--shard I/N:PATH, same options)")
     parser.add_argument("--prior", type=Path, default=None, help="prior for --mode pd (default: beside the model)")
     parser.add_argument("--out_dir", type=Path, required=True, help="where the PNGs, results.json/.md go")
     return parser
@@ -421,7 +428,7 @@ def add_goal_intervals(rows: List[Dict], settings: Sequence[Tuple[str, int, floa
                 rows[k][f"{name}probe_fd_ci"] = fd_change_interval(emb, base_emb, ref_emb)
 
 
-def run_jobs(args, argv: Sequence[str]) -> Dict[str, np.ndarray]:
+def run_jobs(args, argv: Sequence[str], num_queries: int) -> Dict[str, np.ndarray]:
     """Run ``--jobs`` copies of this script, one per query shard, at once; merge their per-sample records."""
     import subprocess
     import tempfile
@@ -438,8 +445,51 @@ def run_jobs(args, argv: Sequence[str]) -> Dict[str, np.ndarray]:
         failed = [f"job {i} (exit {c})" for i, c in enumerate(codes) if c != 0]
         if failed:
             raise RuntimeError(f"{', '.join(failed)} of {args.jobs} failed; see the messages above")
-        parts = [dict(np.load(p)) for p in paths]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return merge_records(paths, settings_of(args), num_queries)[0]
+
+
+def shard_meta(settings: Sequence[Tuple[str, int, float]], shard: Tuple[int, int, Path], num_queries: int,
+               threads: int, batch_size: int) -> Dict[str, np.ndarray]:  # fmt: skip
+    """What a shard's records file says about the run that made it (checked by :func:`merge_records`)."""
+    return {"meta_settings": np.asarray([f"{s}:{n}:{w!r}" for s, n, w in settings]),
+            "meta_shard": np.asarray(shard[:2], dtype=np.int64), "meta_num_queries": np.asarray(num_queries),
+            "meta_threads": np.asarray(threads), "meta_batch_size": np.asarray(batch_size)}  # fmt: skip
+
+
+def merge_records(paths: Sequence[Path], settings: Sequence[Tuple[str, int, float]],
+                  num_queries: int) -> Tuple[Dict[str, np.ndarray], Dict[str, int]]:  # fmt: skip
+    """Concatenate the per-sample records of shards ``0..N-1`` (``N = len(paths)``), in shard order.
+
+    Returns:
+        The merged records and the shards' ``threads`` and ``batch_size``.
+
+    Raises:
+        ValueError: A file is missing or unreadable, a shard is missing or repeated, or a shard was run with other
+            settings or another query list.
+    """
+    parts, seen = [], {}
+    want = [f"{s}:{n}:{w!r}" for s, n, w in settings]
+    for path in paths:
+        try:
+            with np.load(path) as data:
+                part = dict(data)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a shard's records file ({err})") from err
+        if "meta_shard" not in part:
+            raise ValueError(f"{path}: not a shard's records file (no meta_shard)")
+        i, n = (int(v) for v in part["meta_shard"])
+        if n != len(paths):
+            raise ValueError(f"{path}: shard {i}/{n}, but {len(paths)} records files were given")
+        if i in seen:
+            raise ValueError(f"{path}: shard {i}/{n} again (also {seen[i]})")
+        if list(part["meta_settings"]) != want or int(part["meta_num_queries"]) != num_queries:
+            raise ValueError(f"{path}: shard {i}/{n} was run with other settings or queries than these options give")
+        seen[i] = path
+        parts.append((i, part))
+    parts = [part for _, part in sorted(parts, key=lambda ip: ip[0])]
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0] if not key.startswith("meta_")}
+    info = {"threads": int(parts[0]["meta_threads"]), "batch_size": int(parts[0]["meta_batch_size"])}
+    return merged, info
 
 
 def main(cmd=None) -> int:
@@ -454,6 +504,9 @@ def main(cmd=None) -> int:
         return 2
     if args.jobs < 1 or args.batch_size < 1:
         print(f"error: --jobs and --batch_size must be >= 1, got {args.jobs} and {args.batch_size}", file=sys.stderr)
+        return 2
+    if args.merge and (shard or args.jobs > 1):
+        print("error: --merge: not with --shard or --jobs (it only aggregates the shards' records)", file=sys.stderr)
         return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -507,8 +560,8 @@ def main(cmd=None) -> int:
         keys = keys[: args.num_queries]
         if shard is None:
             print(f"model: {args.model} on {device}; {len(keys)} {args.mode} queries from {args.queries}")
-        if shard is None and min(args.jobs, len(keys)) > 1:
-            conds = keys  # the jobs sample: this process only scores, so it never builds the model
+        if args.merge or (shard is None and min(args.jobs, len(keys)) > 1):
+            conds = keys  # the jobs or shards sample: this process only scores, so it never builds the model
         else:
             net, _ = build_model(files.train_config, files.model_file)
             gen = Generator(net, prior=None if prior_file is None else load_prior(prior_file), device=str(device))
@@ -551,18 +604,31 @@ def main(cmd=None) -> int:
             return figures
 
     settings = settings_of(args)
+    threads_each, batch_size = (args.threads if args.threads > 0 else 1), args.batch_size
     args.jobs = min(args.jobs, len(conds))  # every job has a query
-    if args.jobs > 1 and shard is None:
+    if args.merge:
         try:
-            records = run_jobs(args, sys.argv[1:] if cmd is None else list(cmd))
-        except RuntimeError as err:
+            records, info = merge_records(args.merge, settings, len(conds))
+        except ValueError as err:
+            print(f"error: --merge: {err}", file=sys.stderr)
+            return 2
+        args.jobs, threads_each, batch_size = len(args.merge), info["threads"], info["batch_size"]
+    elif args.jobs > 1 and shard is None:
+        try:
+            records = run_jobs(args, sys.argv[1:] if cmd is None else list(cmd), len(conds))
+        except (RuntimeError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
     else:
         indices = list(range(len(conds)))[shard[0] :: shard[1]] if shard else list(range(len(conds)))
         tag = f"[job {shard[0]}/{shard[1]}] " if shard else ""
-        records = {}
+        records, first = {}, {}
         for k, (sampler, steps, guidance) in enumerate(settings):
+            if (sampler, steps, guidance) in first:  # e.g. the sweep's point at the grid's w: the grid's samples
+                j = first[(sampler, steps, guidance)]
+                records.update({f"{k}_{key[len(f'{j}_'):]}": v for key, v in list(records.items()) if key.startswith(f"{j}_")})
+                continue
+            first[(sampler, steps, guidance)] = k
             times, outs = run_setting(sample_fn, conds, indices, sampler, steps, guidance, args.seed, args.num_timed,
                                       quality, device, args.batch_size)  # fmt: skip
             records[f"{k}_seconds"] = np.asarray(times, dtype=np.float64)
@@ -575,7 +641,7 @@ def main(cmd=None) -> int:
             print(line, file=sys.stderr, flush=True)
         if shard:
             tmp = shard[2].with_name(f".{shard[2].name}.tmp.npz")
-            np.savez(tmp, **records)
+            np.savez(tmp, **records, **shard_meta(settings, shard, len(conds), torch.get_num_threads(), args.batch_size))
             os.replace(tmp, shard[2])
             return 0
     rows_all = aggregate(settings, records, np.asarray(class_ids, dtype=np.int64), ref_emb)
@@ -588,17 +654,23 @@ def main(cmd=None) -> int:
                  " {mel_relevance:.3f}, probe-FD {mel_probe_fd:.3f}".format(**r)), file=sys.stderr, flush=True)  # fmt: skip
     base = baseline_seconds(rows)
     threads = f"{torch.get_num_threads()} CPU thread(s)"
-    if args.jobs > 1:
-        threads = f"{args.jobs} jobs at once (queries i mod {args.jobs}), {args.threads if args.threads > 0 else 1} CPU thread(s) each"
+    if args.merge:
+        threads = f"{args.jobs} shard(s) (queries i mod {args.jobs}), {threads_each} CPU thread(s) each"
+    elif args.jobs > 1:
+        threads = f"{args.jobs} jobs at once (queries i mod {args.jobs}), {threads_each} CPU thread(s) each"
+    grid_settings = settings[: len(rows)]
+    reused = [w for s_, n, w in settings[len(rows) :] if (s_, n, w) in grid_settings]
+    reused = (f" The sweep's w = {reused[0]:g} row is the grid's {SAMPLER_NAMES[args.sweep_sampler]}"
+              f" {args.sweep_steps}-step run (the same samples and times).") if reused else ""  # fmt: skip
     text = "\n".join([
         f"## Samplers (w = {args.guidance:g})", "", markdown_table(rows), "", goal_check(rows), "",
         f"## Guidance sweep ({SAMPLER_NAMES[args.sweep_sampler]}, {args.sweep_steps} steps)", "",
         markdown_table(sweep, first="guidance", baseline=base), "",
         f"{len(conds)} {args.mode.upper()} queries, one sample each (seed {args.seed} + query index); s/sample: wall"
-        f" time of a batch of up to {args.batch_size} queries / its size, median over the"
+        f" time of a batch of up to {batch_size} queries / its size, median over the"
         f" {min(args.num_timed, len(conds)) if args.num_timed > 0 else len(conds)} timed samples on {device}, {threads}."
         f" Plots: {args.out_dir}/samplers.png"
-        f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).",
+        f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).{reused}",
     ])  # fmt: skip
     print(text)
     line_plot(sampler_panels(rows), args.out_dir / "samplers.png")
