@@ -5,7 +5,10 @@
 #   2. the pinned Python dependencies (tools/requirements.txt) in a cached environment keyed by a hash of
 #      that file and the interpreter, shared by every checkout on this machine;
 #   3. ./.venv: a small virtual environment of this checkout that sees those dependencies and holds this
-#      repo as an editable install (so the ESPnet start-up hook and our packages resolve to this tree).
+#      repo as an editable install (so the ESPnet start-up hook and our packages resolve to this tree);
+#   4. transformers for the optional CLAP score (tools/requirements-clap.txt) in a directory of its own, cached
+#      by hash, that .venv does NOT see (ESPnet would import it in every process, ~7 s): its path is written to
+#      .venv/clap-pythonpath, for the tests and evaluations to put on PYTHONPATH.
 # Options (environment): PYTHON (python3.11), ESPNET_CLIPSEP_CACHE (~/.cache/espnet-clipsep),
 #   ESPNET_CLIPSEP_SKIP_APT=1 to leave system packages alone.
 set -euo pipefail
@@ -68,4 +71,19 @@ if [ "$(cat .venv/.clipsep-stamp 2>/dev/null)" != "$stamp" ]; then
         || { log "error: the editable install of this repo failed"; exit 1; }
     echo "$stamp" > .venv/.clipsep-stamp
 fi
-log "ready: $(pwd)/.venv (activate with: . .venv/bin/activate)"
+# 4. transformers for the CLAP score, beside (not in) the environment, cached by hash
+clap_hash=$( { cat tools/requirements-clap.txt; echo "$deps"; } | sha256sum | cut -c1-16)
+clap="$CACHE/clap-$clap_hash"
+flock 9
+if [ ! -f "$clap/.complete" ]; then
+    log "installing transformers for the CLAP score into $clap (--no-deps: ~17 MB download, ~145 MB on disk)"
+    rm -rf "$clap"
+    "$deps/bin/python" -m pip install --progress-bar off -q --no-deps --target "$clap" -r tools/requirements-clap.txt \
+        2>&1 | grep -v '^WARNING: Location' || true
+    PYTHONPATH="$clap" .venv/bin/python -c 'from transformers import ClapModel, ClapProcessor, RobertaTokenizer' \
+        || { log "error: $clap does not import transformers' CLAP; see pip's output above"; exit 1; }
+    touch "$clap/.complete"
+fi
+flock -u 9
+echo "$clap" > .venv/clap-pythonpath
+log "ready: $(pwd)/.venv (activate with: . .venv/bin/activate; CLAP score: PYTHONPATH=\$(cat .venv/clap-pythonpath))"

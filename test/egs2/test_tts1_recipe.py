@@ -244,3 +244,38 @@ def test_vggish_weights_add_fad(recipe, tmp_path):
                          results, re.M), results  # fmt: skip
     gt = json.loads((tmp / "exp" / "tts_clipsonic_vocoder" / "gen_test_gt" / "probe_eval.json").read_text())
     assert gt["fad_vggish"] > 0.001  # the vocoder's resynthesis is not the real clips
+
+
+def test_clap_model_adds_the_clap_score(recipe, tmp_path):
+    """Stage 8 again with a CLAP model (tiny, random; a user's laion/clap-htsat-unfused): a CLAP score column.
+
+    transformers comes only into stage 8's evaluation processes (--clap_pythonpath), never into the others.
+    """
+    import importlib.util
+
+    tmp, _ = recipe
+    missing = _run(["--stage", "8", "--clap", str(tmp_path / "none")], tmp, timeout=120, check=False)
+    assert missing.returncode == 1 and "none: no CLAP model there (download it: hf download" in missing.stdout + missing.stderr
+    spec = importlib.util.spec_from_file_location("clap_tests", RECIPE.parents[2] / "test" / "espnet2" / "tts_diff" / "test_clap.py")
+    clap_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clap_tests)
+    side, model = clap_tests.side_dir(), tmp_path / "clap"
+    (tmp_path / "helper.py").write_text(clap_tests.HELPER)
+    clip = next((tmp / "data" / "test").glob("wav.scp")).read_text().splitlines()[0]
+    (tmp_path / "one.scp").write_text(clip + "\n")
+    (tmp_path / "texts.json").write_text(json.dumps({"one": ["piano"]}))
+    proc = clap_tests.run([sys.executable, str(tmp_path / "helper.py"), str(model), str(tmp_path / "one.scp"),
+                           str(tmp_path / "texts.json"), str(tmp_path / "cosine.json")], pythonpath=side)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    no_path = _run(["--stage", "8", "--clap", str(model), "--clap_pythonpath", str(tmp_path)], tmp, timeout=120, check=False)
+    assert no_path.returncode == 1 and "--clap needs transformers in stage 8" in no_path.stdout + no_path.stderr
+    out = _run(["--stage", "8", "--stop_stage", "9", "--clap", str(model), "--clap_pythonpath", side,
+                "--results", f"{tmp_path}/R.md"], tmp)  # fmt: skip
+    assert re.search(r"Stage 8: iq: relevance .*CLAP score -?\d\.\d{3} ± \d\.\d{3}", out), out[-2000:]
+    results = (tmp_path / "R.md").read_text()
+    assert "| CLAP score | clips | RTF |" in results and "CLAP score: mean cosine similarity" in results
+    for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
+        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{5}} \| -?[01]\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
+                         results, re.M), results  # fmt: skip
+    iq = json.loads((tmp / "exp" / "tts_clipsonic_vocoder" / "gen_test_iq" / "probe_eval.json").read_text())
+    assert -1.0 <= iq["clap_score"] <= 1.0 and iq["clap_score_sem"] > 0 and str(model) in iq["clap_note"]

@@ -15,7 +15,7 @@
 #                    skips it), merged into its tables at the end
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder);
-#                    with --vggish weights also FAD
+#                    with --vggish weights also FAD, with a --clap model also the CLAP score
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads),
@@ -62,6 +62,8 @@ vocoder_config=conf/tuning/train_vocoder.yaml # vocoder config
 vocoder_args=           # extra vocoder training options
 probe_opts=             # extra options of espnet2.tts_diff.bin.probe train (e.g. --epochs 30)
 vggish=                 # VGGish weights (vggish-10086976.pth): stage 8 adds FAD (empty: without it)
+clap=                   # local CLAP directory (laion/clap-htsat-unfused): stage 8 adds the CLAP score (needs transformers)
+clap_pythonpath=$(cat ../../../.venv/clap-pythonpath 2>/dev/null || true)  # transformers for stage 8's CLAP only (tools/install.sh)
 resume=true             # resume interrupted trainings from their checkpoints
 inference_model=latest.pth   # generator checkpoint to generate with and pack: the last (EMA); random-t valid loss is noise
 vocoder_model=valid.generator_mel_loss.best.pth   # vocoder checkpoint embedded into the generator
@@ -143,6 +145,16 @@ for config in ${tts_config} ${vocoder_config}; do
 done
 if [ -n "${vggish}" ] && [ ! -f "${vggish}" ]; then  # checked now, not after the trainings
     log "error: --vggish ${vggish}: file not found (download https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth there)"
+    exit 1
+fi
+if [ -n "${clap}" ] && [ ! -f "${clap}/config.json" ]; then  # likewise
+    log "error: --clap ${clap}: no CLAP model there (download it: hf download laion/clap-htsat-unfused --include '*.json' '*.txt' model.safetensors --local-dir ${clap}, about 600 MB)"
+    exit 1
+fi
+clap_env=()  # transformers only for the CLAP evaluation: ESPnet imports it at every start when it can (~7 s)
+[ -n "${clap_pythonpath}" ] && clap_env=(env PYTHONPATH="${clap_pythonpath}${PYTHONPATH:+:${PYTHONPATH}}")
+if [ -n "${clap}" ] && ! "${clap_env[@]}" ${python} -c 'import transformers' >/dev/null 2>&1; then
+    log "error: --clap needs transformers in stage 8: pass --clap_pythonpath DIR (an install of it, e.g. the one tools/install.sh keeps: its path is in .venv/clap-pythonpath), or install it (every ESPnet process then starts ~7 s later)"
     exit 1
 fi
 
@@ -348,11 +360,13 @@ fi
 evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GEN_SCP: also before the vocoder; FAD with --vggish)
     local extra=(); [ -f "$(dirname "$2")/mel.scp" ] && extra=(--gen_mel_scp "$(dirname "$2")/mel.scp")
     if [ -n "${vggish}" ]; then extra+=(--vggish "${vggish}"); fi
-    ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${extra[@]}" \
+    local run=()
+    if [ -n "${clap}" ]; then extra+=(--clap "${clap}"); run=("${clap_env[@]}"); fi
+    "${run[@]}" ${python} -m espnet2.tts_diff.bin.probe evaluate --probe "${probe}" --gen_scp "$2" --gen_labels "$3" "${extra[@]}" \
         --ref_dir "${datadir}/${test_set}" --ref_cache "${expdir}/probe/ref_cache" --output "$4" \
         --num_threads "${gen_threads}" > "${4%.json}.log" 2>&1 \
         || { log "error: evaluation of $1 failed; see ${4%.json}.log"; tail -n 3 "${4%.json}.log" >&2; return 1; }
-    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1) $(grep -o 'FAD (VGGish).*' "${4%.json}.log" | tail -n 1)"
+    log "Stage 8: $1: $(grep -o 'relevance .*;' "${4%.json}.log" | tail -n 1) $(grep -o 'before the vocoder.*' "${4%.json}.log" | tail -n 1) $(grep -o 'FAD (VGGish).*' "${4%.json}.log" | tail -n 1) $(grep -o 'CLAP score.*' "${4%.json}.log" | tail -n 1)"
 }
 for mode in ${gen_modes} gt; do
     eval "evaluate_${mode}() { d=\$(gen_dir ${mode}); evaluate_one ${mode} \"\${d}/wav.scp\" \"\${d}/utt2label\" \"\${d}/probe_eval.json\"; }"

@@ -9,3 +9,7 @@ PRIOR_PAIRS=${PRIOR_PAIRS:-}
 # VGGish weights for FAD (stage 8; empty: probe relevance and probe-FD only), e.g. the PyTorch port's
 # https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth saved locally.
 VGGISH_WEIGHTS=${VGGISH_WEIGHTS:-}
+# A local CLAP directory for the CLAP score (stage 8; empty: without it), e.g. laion/clap-htsat-unfused saved with
+# `hf download laion/clap-htsat-unfused --include '*.json' '*.txt' model.safetensors --local-dir DIR` (~600 MB);
+# stage 8 then needs transformers on PYTHONPATH (e.g. the install that tools/install.sh keeps for the tests).
+CLAP_MODEL=${CLAP_MODEL:-}

@@ -39,6 +39,7 @@ case "${dataset}" in
 esac
 
 if [ -n "${VGGISH_WEIGHTS}" ]; then opts+=(--vggish "${VGGISH_WEIGHTS}"); fi   # FAD in stage 8 (db.sh)
+if [ -n "${CLAP_MODEL}" ]; then opts+=(--clap "${CLAP_MODEL}"); fi   # CLAP score in stage 8 (db.sh)
 results=RESULTS_${dataset}.md
 [ "${dataset}" = mini ] && results=RESULTS.md
 ./clipsonic.sh "${dirs[@]}" "${opts[@]}" --results "${results}" "${args[@]}"

@@ -7,7 +7,8 @@ on ``--valid_dir``). ``evaluate`` reads generated wavs (a directory, key = file 
 query label of each (``<key> <label>``) and real reference clips (a data dir), and writes JSON with relevance
 (probe accuracy against the query class), its chance level, and probe-FD (Fréchet distance between the
 probe's embeddings of generated and reference clips; not FAD) and, with ``--vggish`` weights, the FAD
-(:mod:`espnet2.tts_diff.fad`).
+(:mod:`espnet2.tts_diff.fad`) and, with ``--clap`` (a local Hugging Face CLAP directory; needs ``transformers``
+on PYTHONPATH), the CLAP score (:mod:`espnet2.tts_diff.clap`).
 
 Examples:
     python -m espnet2.tts_diff.bin.probe train --data_dir data/mini/train --valid_dir data/mini/valid \\
@@ -67,6 +68,14 @@ def get_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--vggish", type=Path, default=None,
         help="VGGish weights (the PyTorch port's vggish-10086976.pth): also FAD (fad_vggish) vs the reference clips",
+    )  # fmt: skip
+    ev.add_argument(
+        "--clap", type=Path, default=None,
+        help="local Hugging Face CLAP directory (e.g. laion/clap-htsat-unfused; needs transformers): also the CLAP "
+        "score (clap_score), the mean cosine of each clip's CLAP audio embedding and its query text's",
+    )  # fmt: skip
+    ev.add_argument(
+        "--clap_template", default="{}", help="the CLAP text of a query: this with {} replaced by its label"
     )  # fmt: skip
     ev.add_argument(
         "--ref_cache", type=Path, default=None,
@@ -254,6 +263,14 @@ def run_evaluate(args) -> None:
         from espnet2.tts_diff.fad import load_vggish
 
         vggish = load_vggish(args.vggish)
+    clap = None
+    if args.clap is not None:  # likewise: a missing model or transformers fails before any audio is read
+        from espnet2.tts_diff.clap import load_clap
+
+        rest = args.clap_template.replace("{}", "")
+        if args.clap_template.count("{}") != 1 or "{" in rest or "}" in rest:
+            raise ValueError(f"--clap_template {args.clap_template!r}: needs one {{}} (the label) and no other braces")
+        clap = load_clap(args.clap)
     gen_wavs = read_wavs(gen, gen_source, probe.fs)
     gen_logits, gen_emb = probe_outputs(probe, gen_wavs, args.batch_size)
     ref_emb, ref_vggish = reference_embeddings(args, ref, ref_scp, probe, vggish)
@@ -284,6 +301,17 @@ def run_evaluate(args) -> None:
         result["fad_vggish"] = frechet_audio_distance(vggish_embeddings(vggish, gen_wavs, probe.fs), ref_vggish)
         result["fad_note"] = f"FAD: Frechet distance of VGGish embeddings of 0.96-s examples ({args.vggish})"
         logging.info("FAD (VGGish) %.3f", result["fad_vggish"])
+    if clap is not None:
+        from espnet2.tts_diff.clap import clap_scores, mean_and_sem
+
+        texts = [args.clap_template.format(query[key]) for key in gen]
+        scores = clap_scores(*clap, gen_wavs, probe.fs, texts, args.batch_size)
+        result["clap_score"], result["clap_score_sem"] = mean_and_sem(scores)
+        result["clap_note"] = (
+            f"CLAP score: mean cosine similarity of each clip's CLAP audio embedding and the text embedding of "
+            f"{args.clap_template!r} with its query label ({args.clap}); clap_score_sem: its standard error"
+        )
+        logging.info("CLAP score %.3f ± %.3f", result["clap_score"], result["clap_score_sem"])
     atomic_json(result, args.output)
     logging.info(
         "relevance %.3f (chance %.3f), probe-FD %.3f; wrote %s",
@@ -300,7 +328,7 @@ def main(cmd=None) -> int:
         if args.num_threads > 0:
             torch.set_num_threads(args.num_threads)
         (run_train if args.command == "train" else run_evaluate)(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError, ImportError) as err:
         print(f"probe: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -90,7 +90,7 @@ def percent_se(p: float, n: int) -> str:
 def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
     """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder."""
     rows = []
-    mel_columns, fad_column = has_mel(results), has_fad(results)
+    mel_columns, fad_column, clap_column = has_mel(results), has_fad(results), has_clap(results)
     for system, query, ev, gen in results:
         fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
         rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
@@ -101,11 +101,13 @@ def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd:
             row += (percent_se(ev["mel_relevance"], n) if "mel_relevance" in ev else "-", mel_fd)
         if fad_column:
             row += ("-" if system in no_fd or "fad_vggish" not in ev else f"{ev['fad_vggish']:.3f}",)
+        if clap_column:
+            row += ("-" if "clap_score" not in ev else f"{ev['clap_score']:.3f}",)
         rows.append(row + (str(ev["num_generated"]), rtf))
     chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
     if len(chance) != 1:
         raise ValueError(f"the results were evaluated with different probes (chance levels {sorted(chance)})")
-    extra = 2 * mel_columns + fad_column
+    extra = 2 * mel_columns + fad_column + clap_column
     rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-") + ("-",) * extra + ("-", "-"))
     return rows
 
@@ -118,6 +120,11 @@ def has_mel(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
 def has_fad(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
     """Whether any evaluation also has the VGGish FAD (``probe evaluate --vggish``)."""
     return any("fad_vggish" in ev for _, _, ev, _ in results)
+
+
+def has_clap(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+    """Whether any evaluation also has the CLAP score (``probe evaluate --clap``)."""
+    return any("clap_score" in ev for _, _, ev, _ in results)
 
 
 def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
@@ -143,6 +150,8 @@ def build(args) -> str:
         header += ("mel relevance (%)", "mel probe-FD")
     if has_fad(results):
         header += ("FAD (VGGish)",)
+    if has_clap(results):
+        header += ("CLAP score",)
     lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
@@ -161,6 +170,12 @@ def build(args) -> str:
         lines += [
             "FAD (VGGish): Fréchet Audio Distance between the VGGish embeddings of the 0.96-s examples of these "
             "clips and of the real test clips (lower is closer).",
+            "",
+        ]
+    if has_clap(results):
+        lines += [
+            "CLAP score: mean cosine similarity between the LAION-CLAP audio embedding of each clip and the CLAP "
+            "text embedding of its query label (reference-free; higher is closer to the text).",
             "",
         ]
     sampling = sorted({
