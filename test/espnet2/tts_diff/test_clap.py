@@ -7,6 +7,7 @@ needs it runs in a subprocess whose PYTHONPATH has the directory tools/install.s
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,19 +236,11 @@ def test_evaluate_clap_score_is_the_mean_cosine(setup):
     shuffled = json.loads(shuffled_out.read_text())["clap_score"]
     assert shuffled == pytest.approx(np.mean(expected["shuffled"]), abs=1e-5)
     assert abs(shuffled - res["clap_score"]) > 1e-4
-    # the report: a CLAP score column, "-" for an evaluation without it
-    plain = root / "plain.json"
-    plain.write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("clap")}))
+    # the report's CLAP score column from this very JSON (its layout: test_tts_report.py)
     md = root / "RESULTS.md"
-    assert report.main(["--result", f"ZS|label text|{out}", "--result", f"real|-|{plain}", "--output", str(md)]) == 0
-    text = md.read_text()
-    assert "| system | query | relevance (%) | probe-FD | CLAP score | clips | RTF |" in text
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith("| system")}  # fmt: skip
-    assert rows["ZS"][4] == f"{res['clap_score']:.3f}" and rows["real"][4] == "-" and len(rows["chance"]) == 7
-    assert "CLAP score: mean cosine similarity" in text
-    assert report.main(["--result", f"real|-|{plain}", "--output", str(md)]) == 0
-    assert "CLAP" not in md.read_text()
+    assert report.main(["--result", f"ZS|label text|{out}", "--output", str(md)]) == 0
+    row = rf"^\| ZS \| label text \| [^|]+ \| {res['probe_fd']:.2f} \| {res['clap_score']:.3f} \| 9 \| - \|$"
+    assert re.search(row, md.read_text(), re.M), md.read_text()
 
 
 def test_evaluate_without_transformers_on_the_path_says_how_to_install(setup):

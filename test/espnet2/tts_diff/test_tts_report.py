@@ -62,21 +62,29 @@ def test_total_counts_the_side_by_side_wall_time_when_recorded():
     assert report.timing_rows(timings[:4] + timings[5:])[-1][2] == "0:12:30"  # without it: the longest, 600 s
 
 
-def test_fad_column_only_when_an_evaluation_has_it(files):
+@pytest.mark.parametrize(
+    "key, value, header, cell, note",
+    [
+        ("fad_vggish", 3.14159, "FAD (VGGish)", "3.142", "FAD (VGGish): Fréchet Audio Distance"),
+        ("clap_score", 0.24681, "CLAP score", "0.247", "CLAP score: mean cosine similarity"),
+    ],
+)
+def test_extra_metric_column_only_when_an_evaluation_has_it(files, key, value, header, cell, note):
+    """FAD (probe evaluate --vggish) and the CLAP score (--clap): a column, "-" where an evaluation lacks it."""
     root, iq, gt, gen, bench, timings = files
     ev = json.loads(iq.read_text())
-    iq.write_text(json.dumps(dict(ev, fad_vggish=3.14159)))
-    out = root / "fad.md"
+    iq.write_text(json.dumps(dict(ev, **{key: value})))
+    out = root / f"{key}.md"
     assert report.main(["--result", f"IQ|image|{iq}", "--result", f"GT|real clip|{gt}", "--output", str(out)]) == 0
     text = out.read_text()
-    assert "| system | query | relevance (%) | probe-FD | mel relevance (%) | mel probe-FD | FAD (VGGish) | clips | RTF |" in text
+    assert f"| system | query | relevance (%) | probe-FD | mel relevance (%) | mel probe-FD | {header} | clips | RTF |" in text
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
             if line.startswith("| ") and not line.startswith("| system")}  # fmt: skip
-    assert rows["IQ"][6] == "3.142" and rows["GT"][6] == "-" and len(rows["chance"]) == 9
-    assert "FAD (VGGish): Fréchet Audio Distance" in text
+    assert rows["IQ"][6] == cell and rows["GT"][6] == "-" and len(rows["chance"]) == 9
+    assert note in text
     iq.write_text(json.dumps(ev))
     assert report.main(["--result", f"IQ|image|{iq}", "--output", str(out)]) == 0
-    assert "FAD" not in out.read_text().replace("not FAD", "")
+    assert header not in out.read_text()
 
 
 @pytest.mark.parametrize(
