@@ -169,11 +169,11 @@ def test_results_table(recipe):
     assert f"{len(CLASSES)} IQ queries" in results and f"{bench}/samplers.png" in results
     assert "goal: n/a (needs DDPM-1000" in results  # the reduced grid has no DDPM-1000 baseline
     assert (bench / "samplers.png").stat().st_size > 0 and (bench / "guidance.png").stat().st_size > 0
-    # its three shards (run.sh: --benchmark_shards 3) ran as jobs of the generation pool (gen_jobs 2), then were
-    # merged; the sweep's w = 1.5 point is the grid's 2-step DPM-Solver++ run, sampled once
-    assert "3 shard(s) (queries i mod 3), 1 CPU thread(s) each" in results, results
+    # its two shards ran as jobs of the generation pool (gen_jobs 2), then were merged; the sweep's w = 1.5 point
+    # is the grid's 2-step DPM-Solver++ run, sampled once
+    assert "2 shard(s) (queries i mod 2), 1 CPU thread(s) each" in results, results
     assert "The sweep's w = 1.5 row is the grid's DPM-Solver++ 2-step run" in results
-    for i in range(3):
+    for i in range(2):
         assert "--shard" in (bench / f"shard{i}.log").read_text() and (bench / f"shard{i}.npz").is_file()
 
 

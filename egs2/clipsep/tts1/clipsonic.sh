@@ -73,7 +73,6 @@ max_per_class=0         # test queries per class (0: every test clip)
 gen_args=               # extra options of espnet2.tts_diff.bin.generate_set (e.g. --steps 50 --guidance 3)
 benchmark=true          # stage 7 also runs local/benchmark_samplers.py on IQ queries (steps table, guidance sweep)
 benchmark_opts=         # its extra options (e.g. --max_per_class 1 --grid ddpm:1000 dpmpp:10,25)
-benchmark_shards=0      # its shards (queries i mod N) among stage 7's jobs (0: gen_jobs)
 results=RESULTS.md      # the results table
 skip_pack=false         # skip stage 10
 help_message="Usage: $0 [options]   (stages: see the head of this file)"
@@ -318,7 +317,7 @@ generate_one() {  # generate_one MODE
 for mode in ${gen_modes}; do eval "generate_${mode}() { generate_one ${mode}; }"; done
 generate_gt() { generate_one gt; }
 bench_dir=${final_exp}/benchmark_samplers_${test_set}
-bench_shards=$(( benchmark_shards > 0 ? benchmark_shards : (gen_jobs > 1 ? gen_jobs : 1) ))
+bench_shards=$(( gen_jobs > 1 ? gen_jobs : 1 ))
 benchmark_run() {  # benchmark_run LOG OPTION...: local/benchmark_samplers.py on the IQ queries of the test set
     local log_file=$1; shift
     # shellcheck disable=SC2086

@@ -29,8 +29,7 @@ case "${dataset}" in
               --prior_opts "--steps 1000 --d_model 128 --num_layers 2"
               --tts_config conf/tiny/train_clipsonic.yaml --vocoder_config conf/tiny/train_vocoder.yaml
               --gen_args "--guidance 3 --steps 10"   # w = 3: valid 0.50 vs 0.42 at 1.5; 10 steps = 25 in probe-FD
-              --benchmark_opts "--max_per_class 1 --num_frames 64"   # DDPM-1000 on 12 2-s clips, CPU
-              --benchmark_shards 3);;   # 3 shards of 4 queries pack the 2 cores better beside the generations than 2
+              --benchmark_opts "--max_per_class 1 --num_frames 64");;   # DDPM-1000 on 12 2-s clips, CPU
     music|vggsound)
         [ -n "${PRIOR_PAIRS}" ] || { echo "$0: error: set PRIOR_PAIRS in db.sh ((image, caption) pairs for the prior)" >&2; exit 1; }
         opts=(--clip_model ViT-B-32 --clip_pretrained "${CLIP_PRETRAINED}" --prior_data "${PRIOR_PAIRS}"
