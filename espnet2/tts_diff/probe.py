@@ -225,6 +225,29 @@ def _psd_sqrt(mat: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
+def psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a covariance ``(D, D)`` (negative rounding eigenvalues clipped to 0)."""
+    return _psd_sqrt(np.asarray(cov, np.float64))
+
+
+def frechet_distance_to_reference(emb: np.ndarray, ref_mu: np.ndarray, ref_cov: np.ndarray, ref_sqrt: np.ndarray) -> float:
+    """Fréchet distance between the Gaussian of embeddings ``(N, D)`` and a fixed reference ``N(ref_mu, ref_cov)``.
+
+    The same value as ``frechet_distance_from_stats(*gaussian_stats(emb), ref_mu, ref_cov)``, computed from the
+    ``N`` centred rows ``Xc``: ``tr((cov ref_cov)^(1/2))`` is the sum of the singular values of
+    ``Xc ref_cov^(1/2) / sqrt(N - 1)`` (``ref_sqrt`` = :func:`psd_sqrt` of ``ref_cov``, computed once), an
+    ``N x D`` SVD instead of ``D x D`` eigenproblems: for many small sets against one reference (bootstrap draws).
+    """
+    x = np.asarray(emb, np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] != len(ref_mu):
+        raise ValueError(f"need embeddings of shape (N >= 2, {len(ref_mu)}), got {x.shape}")
+    n, mu = x.shape[0], x.mean(axis=0)
+    xc = x - mu
+    tr_sqrt = np.linalg.svd(xc @ ref_sqrt, compute_uv=False).sum() / np.sqrt(n - 1)
+    fd = float(((mu - ref_mu) ** 2).sum() + (xc**2).sum() / (n - 1) + np.trace(ref_cov) - 2.0 * tr_sqrt)
+    return max(fd, 0.0)
+
+
 def frechet_distance_from_stats(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """Fréchet distance between N(mu1, cov1) and N(mu2, cov2).
 

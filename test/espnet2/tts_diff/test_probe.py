@@ -14,9 +14,11 @@ from espnet2.tts_diff.probe import (
     ProbeClassifier,
     frechet_distance,
     frechet_distance_from_stats,
+    frechet_distance_to_reference,
     gaussian_stats,
     load_probe,
     probe_outputs,
+    psd_sqrt,
     relevance,
     save_probe,
     train_probe,
@@ -63,6 +65,22 @@ def test_frechet_matches_scipy_sqrtm_for_general_covariances():
     reference = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * np.real(sqrtm(c1 @ c2)))
     assert frechet_distance_from_stats(mu1, c1, mu2, c2) == pytest.approx(reference, rel=1e-8)
     assert frechet_distance_from_stats(mu2, c2, mu1, c1) == pytest.approx(reference, rel=1e-8)
+
+
+@pytest.mark.parametrize("n", [3, 12, 40])  # fewer and more samples than dimensions (rank-deficient or not)
+def test_frechet_to_a_fixed_reference_from_samples(n):
+    rng = np.random.default_rng(n)
+    d = 16
+    ref = rng.standard_normal((50, d)) @ rng.standard_normal((d, d))
+    emb = rng.standard_normal((n, d)) * 2.0 + 0.5
+    mu, cov = gaussian_stats(ref)
+    s = psd_sqrt(cov)
+    np.testing.assert_allclose(s @ s, cov, rtol=1e-9, atol=1e-9)
+    expected = frechet_distance_from_stats(*gaussian_stats(emb), mu, cov)
+    assert frechet_distance_to_reference(emb, mu, cov, s) == pytest.approx(expected, rel=1e-7)  # rounding only
+    assert frechet_distance_to_reference(ref, mu, cov, s) == pytest.approx(0.0, abs=1e-6)  # the reference itself
+    with pytest.raises(ValueError, match="shape"):
+        frechet_distance_to_reference(emb[:1], mu, cov, s)
 
 
 def test_frechet_distance_from_samples_and_identity():
