@@ -44,7 +44,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_namespace_packages(include=["espnet2.enh.clipsep*", "espnet2.tts_diff*"]),
     py_modules=["espnet_clipsep_hook"],
-    package_data={"espnet2.enh.clipsep": ["clip_configs/*.json"]},
+    package_data={"espnet2.enh.clipsep.clip": ["configs/*.json"]},
     install_requires=[
         "espnet==202511",
         "torch==2.9.1",

@@ -2,7 +2,7 @@
 
 ``Generator.from_pretrained(MODEL)`` loads a generator from a packed zip (``espnet2.bin.pack tts``, unpacked
 offline by ``espnet_model_zoo``), an experiment directory (``config.yaml`` + weights) or an ``espnet_model_zoo``
-tag (model resolution is the separation side's :func:`espnet2.enh.clipsep.separate.resolve_model`), with the
+tag (model resolution is the separation side's :func:`espnet2.enh.clipsep.files.model_files.resolve_model`), with the
 CLIP model that turns queries into embeddings and, for PD, the diffusion prior. Calling it generates waveforms:
 
 * **ZS** (zero-shot): the CLIP text embedding conditions the generator directly (it was trained on CLIP image
@@ -20,7 +20,7 @@ Where the companions of a model are looked for (explicit arguments always win):
 
 * CLIP: ``<name>.pt`` with its ``<name>.pt.json`` (``{"clip_model": <name>}``, as ``fit_clip`` writes) in the
   experiment directory, its parent, their ``clip/`` sub-directories, or anywhere in an unpacked pack
-  (:func:`espnet2.enh.clipsep.separate.find_recipe_clip`); else CLIP ViT-B-32/openai for a 512-d model.
+  (:func:`espnet2.enh.clipsep.clip.resolve.find_recipe_clip`); else CLIP ViT-B-32/openai for a 512-d model.
 * Prior: a state dict (``*.pt``/``*.pth``) with its ``.yaml`` holding ``prior_conf`` (as ``train_prior``
   writes), in the same places and their ``prior/`` sub-directories.
 
@@ -49,22 +49,16 @@ import torch
 import yaml
 from typeguard import typechecked
 
+from espnet2.enh.clipsep.errors import first_line, reraise_as
+from espnet2.tts_diff.errors import GenerationError, GenerationWarning
+
 PathLike = Union[str, os.PathLike]
 ImageArg = Union[None, PathLike, "PIL.Image.Image", Sequence]  # noqa: F821
 
 MODES = ("zs", "pd", "iq")
-IMAGE_QUERY_FRAMES = 3  # frames around a video's middle, 1 fps, as CLIPSep/CLIPSonic image queries
 PRIOR_SUFFIXES = (".pt", ".pth")
 # Largest log10 mel magnitude given to Griffin-Lim: a full-scale sine gives ~2.7 with n_fft 2048.
 MAX_LOG10_MEL = 4.0
-
-
-class GenerationError(ValueError):
-    """A bad input, model or option: the message is one line, ``<file or option>: <problem>``."""
-
-
-class GenerationWarning(UserWarning):
-    """Something the user should know that does not stop generation (e.g. the Griffin-Lim fallback)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,11 +73,6 @@ class Condition:
     embedding: torch.Tensor
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
-
-
 def _device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,7 +81,7 @@ def _device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as err:
-        raise GenerationError(f"device {device}: {_first_line(err)}") from None
+        raise GenerationError(f"device {device}: {first_line(err)}") from None
 
 
 # ================================================================================================
@@ -127,7 +116,7 @@ def build_model(train_config: Path, model_file: Path) -> Tuple[torch.nn.Module, 
     Raises:
         GenerationError: The config does not build a CLIPSonic model, or the weights do not fit it.
     """
-    from espnet2.enh.clipsep.separate import SeparationError, load_weights
+    from espnet2.enh.clipsep.files.weights import load_weights
     from espnet2.tts_diff.model import CLIPSonic
     from espnet2.tts_diff.task import TTSDiffTask
 
@@ -138,17 +127,15 @@ def build_model(train_config: Path, model_file: Path) -> Tuple[torch.nn.Module, 
         raise
     except Exception as err:
         raise GenerationError(
-            f"{train_config}: cannot build a model from this config ({type(err).__name__}: {_first_line(err)})"
+            f"{train_config}: cannot build a model from this config ({type(err).__name__}: {first_line(err)})"
         ) from None
     finally:
         if config != train_config:
             config.unlink(missing_ok=True)
     if not isinstance(model.tts, CLIPSonic):
         raise GenerationError(f"{train_config}: tts is {type(model.tts).__name__}, not clipsonic")
-    try:
+    with reraise_as(GenerationError):
         state = load_weights(model_file)
-    except SeparationError as err:
-        raise GenerationError(str(err)) from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.startswith(("feats_extract.", "normalize."))]
     unexpected = [k for k in state if k not in expected]
@@ -159,7 +146,7 @@ def build_model(train_config: Path, model_file: Path) -> Tuple[torch.nn.Module, 
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:
-        raise GenerationError(f"{model_file}: weights do not fit {train_config} ({_first_line(err)})") from None
+        raise GenerationError(f"{model_file}: weights do not fit {train_config} ({first_line(err)})") from None
     return model.eval(), args
 
 
@@ -229,50 +216,15 @@ class GriffinLim:
 # Image queries
 # ================================================================================================
 def query_frames(image) -> Tuple[str, list]:
-    """The frames of one image query and a name for it.
-
-    Args:
-        image: A PIL image, a picture file, a video file (the 3 frames at 1 fps around its middle) or a frames
-            directory (its 3 middle frames, sorted by name).
-
-    Returns:
-        ``(name, frames)``: frames are PIL images or paths, ready for ``CLIPQueryEncoder.encode_images``.
+    """The frames of one image query and a name for it (see :func:`~espnet2.enh.clipsep.clip.image_query.read_image_query`).
 
     Raises:
         GenerationError: Missing or unreadable file, a video ffmpeg cannot decode.
     """
-    from PIL import Image
+    from espnet2.enh.clipsep.clip.image_query import read_image_query
 
-    from espnet2.enh.clipsep.query import IMAGE_SUFFIXES, center_frames, check_image, list_frames, load_image
-    from espnet2.enh.clipsep.separate import slug
-    from espnet2.enh.clipsep.video import VideoError, extract_frames
-
-    if isinstance(image, Image.Image):
-        return "image", [image.convert("RGB")]
-    path = Path(image)
-    name = "image-" + slug(path.stem)
-    if not path.exists():
-        raise GenerationError(f"{path}: image not found")
-    if path.is_dir():
-        frames = list_frames(path)
-        if not frames:
-            raise GenerationError(f"{path}: directory holds no image frames ({', '.join(IMAGE_SUFFIXES)})")
-        return name, [load_image(f) for f in center_frames(frames, IMAGE_QUERY_FRAMES)]
-    try:
-        check_image(path)
-        return name, [load_image(path)]
-    except (ValueError, FileNotFoundError) as err:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise GenerationError(str(err)) from None
-    with tempfile.TemporaryDirectory(prefix="clipsonic-frames-") as tmp:
-        try:
-            extract_frames(path, Path(tmp) / "frames", fps=1, size=224)
-        except VideoError as err:
-            raise GenerationError(f"{path}: not a readable image or video ({err.reason}: {err.detail})") from None
-        except RuntimeError as err:  # ffmpeg missing
-            raise GenerationError(f"{path}: {_first_line(err)}") from None
-        frames = center_frames(list_frames(Path(tmp) / "frames"), IMAGE_QUERY_FRAMES)
-        return name, [load_image(f) for f in frames]  # loaded before the directory goes
+    with reraise_as(GenerationError):
+        return read_image_query(image)
 
 
 # ================================================================================================
@@ -284,7 +236,7 @@ class Generator:
     Args:
         model: An ``ESPnetTTSModel`` whose ``tts`` is :class:`~espnet2.tts_diff.model.CLIPSonic` (e.g. from
             :func:`build_model`).
-        query_encoder: A :class:`~espnet2.enh.clipsep.query.CLIPQueryEncoder` of the CLIP that made the training
+        query_encoder: A :class:`~espnet2.enh.clipsep.clip.encoder.CLIPQueryEncoder` of the CLIP that made the training
             embeddings (needed for text and image queries, not for embeddings given directly).
         prior: A :class:`~espnet2.tts_diff.prior.DiffusionPrior` (needed for mode ``pd``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -390,12 +342,10 @@ class Generator:
         Raises:
             GenerationError: One line naming the file and the problem.
         """
-        from espnet2.enh.clipsep.separate import SeparationError, resolve_model
+        from espnet2.enh.clipsep.files.model_files import resolve_model
 
-        try:
+        with reraise_as(GenerationError):
             files = resolve_model(model, cache_dir)
-        except SeparationError as err:
-            raise GenerationError(str(err).replace("not an enhancement model pack", "not a model pack")) from None
         if files.train_config is None:
             raise GenerationError(f"{model}: no config.yaml beside the weights")
         net, _ = build_model(files.train_config, files.model_file)
@@ -435,7 +385,7 @@ class Generator:
         """
         from PIL import Image
 
-        from espnet2.enh.clipsep.separate import slug
+        from espnet2.enh.clipsep.files.writing import slug
 
         if mode is not None and mode not in MODES:
             raise GenerationError(f"mode: choose from {', '.join(MODES)}, got {mode!r}")
@@ -481,9 +431,9 @@ class Generator:
         try:
             return fn(self.query_encoder)
         except RuntimeError as err:  # CLIP weights not available offline: query.py's message says what to do
-            raise GenerationError(_first_line(err)) from None
+            raise GenerationError(first_line(err)) from None
         except (ValueError, FileNotFoundError) as err:
-            raise GenerationError(_first_line(err)) from None
+            raise GenerationError(first_line(err)) from None
 
     # --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -641,13 +591,14 @@ def _load_prior(path: Path) -> torch.nn.Module:
     try:
         return load_prior(path)
     except (FileNotFoundError, ValueError) as err:
-        raise GenerationError(_first_line(err)) from None
+        raise GenerationError(first_line(err)) from None
     except Exception as err:
-        raise GenerationError(f"{path}: cannot load as a diffusion prior ({type(err).__name__}: {_first_line(err)})") from None
+        raise GenerationError(f"{path}: cannot load as a diffusion prior ({type(err).__name__}: {first_line(err)})") from None
 
 
 def _clip_encoder(files, dim: int, clip_model: Optional[str], clip_pretrained: Optional[str], device: torch.device):
     """The CLIP of a model: explicit arguments, else the recipe's weights beside it, else ViT-B-32/openai (512-d)."""
-    from espnet2.enh.clipsep.separate import clip_for_model
+    from espnet2.enh.clipsep.clip.resolve import clip_for_model
 
-    return clip_for_model(files, dim, clip_model, clip_pretrained, str(device), error=GenerationError)
+    with reraise_as(GenerationError):
+        return clip_for_model(files, dim, clip_model, clip_pretrained, str(device))

@@ -14,10 +14,7 @@
 #  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
 set -euo pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+. utils/recipe_lib.sh   # log, run_stages, stage_start / stage_end (-> ${timings}), pool
 min() { local a=$1 b; for b in "$@"; do [ "$b" -lt "$a" ] && a=$b; done; echo "$a"; }
 
 # General
@@ -36,10 +33,10 @@ expdir=exp              # experiments
 # Corpus
 corpus=folder           # prepare_videos corpus: folder | music | vggsound
 corpus_root=            # the local video folder
-prep_opts=              # extra options of espnet2.enh.clipsep.bin.prepare_videos
+prep_opts=              # extra options of local/prepare_videos.py
 make_mini_corpus=false  # stage 1 first generates the offline mini corpus into corpus_dir
 mini_corpus_dir=downloads/mini   # where the mini corpus goes
-mini_corpus_opts=       # extra options of espnet2.enh.clipsep.bin.make_mini_corpus
+mini_corpus_opts=       # extra options of local/make_mini_corpus.py
 train_set=train         # training clips
 valid_set=valid         # validation clips (fixed mixtures with image queries)
 test_sets=test          # test clip sets (fixed mixtures; text and image queries)
@@ -69,30 +66,8 @@ help_message="Usage: $0 [options]   (stages: see the head of this file)"
 . ./cmd.sh
 [ $# -eq 0 ] || { echo "$0: error: unexpected arguments: $*" >&2; exit 1; }
 
-timings=${expdir}/timings.tsv
+timings=${expdir}/timings.tsv   # stage wall times (stage_end), read by the report
 mkdir -p "${expdir}"
-pool() {  # pool N FUNC ITEM... : "FUNC ITEM" (ITEM split into words) per item, at most N at once; fails if any did
-    local n=$1 f=$2 item pids=() failed=0
-    shift 2
-    for item in "$@"; do
-        # shellcheck disable=SC2086
-        "${f}" ${item} &
-        pids+=($!)
-        if [ "${#pids[@]}" -ge "${n}" ]; then
-            wait "${pids[0]}" || failed=1
-            pids=("${pids[@]:1}")
-        fi
-    done
-    for item in "${pids[@]}"; do wait "${item}" || failed=1; done
-    return "${failed}"
-}
-stage_start() { STAGE_T0=$(date +%s); log "Stage $1: $2"; }
-stage_end() {  # record the wall time of stage $1 ($2) for the report
-    local sec=$(( $(date +%s) - STAGE_T0 ))
-    { [ -f "${timings}" ] && awk -F'\t' -v s="$1" '$1 != s' "${timings}"; printf '%s\t%s\t%s\n' "$1" "$2" "${sec}"; } \
-        | sort -n > "${timings}.tmp" && mv "${timings}.tmp" "${timings}"
-    log "Stage $1 done in ${sec} s"
-}
 
 exp_name() { local b; b=$(basename "$1" .yaml); echo "${b#train_}"; }
 system_name() {
@@ -116,22 +91,22 @@ for config in ${enh_configs}; do
 done
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+stage_1() {
     stage_start 1 "data preparation (${corpus}: ${corpus_root:-unset})"
     if ${make_mini_corpus}; then
         log "Stage 1: generating the mini corpus in ${mini_corpus_dir}"
         # shellcheck disable=SC2086
-        ${python} -m espnet2.enh.clipsep.bin.make_mini_corpus --output_dir "${mini_corpus_dir}" --nj "${nj}" ${mini_corpus_opts}
+        ${python} local/make_mini_corpus.py --output_dir "${mini_corpus_dir}" --nj "${nj}" ${mini_corpus_opts}
     fi
     [ -n "${corpus_root}" ] || { log "error: --corpus_root is not set (see db.sh)"; exit 1; }
     # shellcheck disable=SC2086
-    ${python} -m espnet2.enh.clipsep.bin.prepare_videos --corpus "${corpus}" --root "${corpus_root}" \
+    ${python} local/prepare_videos.py --corpus "${corpus}" --root "${corpus_root}" \
         --output_dir "${datadir}" --nj "${nj}" ${prep_opts}
     stage_end 1 "data preparation"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+stage_2() {
     if ${fit_clip}; then
         stage_start 2 "fit ${clip_model} on (image, caption) pairs (the offline stand-in for pretrained CLIP)"
         if [ -f "${clip_weights}" ]; then
@@ -147,20 +122,21 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     else
         stage_start 2 "check the CLIP weights (${clip_model}, ${clip_pretrained})"
         ${python} -c 'import sys
-from espnet2.enh.clipsep.query import CLIPQueryEncoder
+from espnet2.enh.clipsep.clip.encoder import CLIPQueryEncoder
 try:
     CLIPQueryEncoder(sys.argv[1], sys.argv[2], device="cpu").model
 except (FileNotFoundError, RuntimeError, ValueError) as err:
     sys.exit(f"clip: error: {err}")' "${clip_model}" "${clip_pretrained}"
     fi
     stage_end 2 "CLIP"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+stage_3() {
     stage_start 3 "CLIP embeddings (${clip_model})"
     device=cpu; [ "${ngpu}" -gt 0 ] && device=auto
     embed=(${python} -m espnet2.enh.clipsep.bin.embed --clip_model "${clip_model}" --clip_pretrained "${clip_weights}" --device "${device}")
+    # shellcheck disable=SC2317  # run by pool
     embed_one() {  # embed_one frames|image|text SET
         case "$1" in
             frames) "${embed[@]}" --frames_scp "${datadir}/$2/frames.scp" --per_frame --output_dir "${dumpdir}/clip/$2" --name image_frames;;
@@ -169,32 +145,32 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         esac
     }
     log "Stage 3: ${train_set}: per-frame image embeddings"
-    jobs=("frames ${train_set}")
+    jobs=("embed_one frames ${train_set}")
     for dset in ${valid_set} ${test_sets}; do
         log "Stage 3: ${dset}: image (3 frames around the centre) and text (label, 4 templates) embeddings"
-        jobs+=("image ${dset}" "text ${dset}")
+        jobs+=("embed_one image ${dset}" "embed_one text ${dset}")
     done
     # One process per table, nj at once: each is mostly start-up (torch, open_clip, the model).
-    pool "${nj}" embed_one "${jobs[@]}" || { log "error: CLIP embedding failed (see the messages above)"; exit 1; }
+    pool "${nj}" "${jobs[@]}" || { log "error: CLIP embedding failed (see the messages above)"; exit 1; }
     for config in ${enh_configs}; do
         if [ "$(query_kind "${config}")" = label ]; then
             log "Stage 3: label ids for LabelSep (${config})"
-            ${python} -m espnet2.enh.clipsep.bin.label_ids --label_list "${dumpdir}/labels/label_list.txt" \
+            ${python} local/label_ids.py --label_list "${dumpdir}/labels/label_list.txt" \
                 $(for d in ${train_set} ${valid_set} ${test_sets}; do echo "--utt2label ${datadir}/${d}/utt2label --output_dir ${dumpdir}/labels/${d}"; done)
             break
         fi
     done
     stage_end 3 "CLIP embeddings"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+stage_4() {
     stage_start 4 "fixed mixtures and shape files"
     for dset in ${valid_set} ${test_sets}; do
         queries=(--query "query=${dumpdir}/clip/${dset}/image.scp")
         [ "${dset}" = "${valid_set}" ] || queries+=(--query "text_query=${dumpdir}/clip/${dset}/text.scp")
         [ -f "${dumpdir}/labels/${dset}/label.scp" ] && queries+=(--query "label=${dumpdir}/labels/${dset}/label.scp")
-        ${python} -m espnet2.enh.clipsep.bin.mixtures --source_dir "${datadir}/${dset}" \
+        ${python} local/make_mixtures.py --source_dir "${datadir}/${dset}" \
             --output_dir "${datadir}/${dset}_mix" --segment "${mix_segment}" "${queries[@]}"
     done
     mkdir -p "${expdir}/stats/train" "${expdir}/stats/valid"
@@ -202,7 +178,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     cp "${datadir}/${train_set}/utt2num_samples" "${expdir}/stats/train/speech_ref1_shape"
     cp "${datadir}/${valid_set}_mix/utt2num_samples" "${expdir}/stats/valid/speech_mix_shape"
     stage_end 4 "mixtures"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 train_one() {  # train one config (stage 5)
@@ -254,12 +230,13 @@ train_one() {  # train one config (stage 5)
     log "Stage 5: ${exp}: $(grep "epoch results" "${exp}/train.log" | tail -n 1 | grep -o '\[valid\].*')"
 }
 
-if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+stage_5() {
     stage_start 5 "training: ${enh_configs} (${train_jobs} at once)"
-    # shellcheck disable=SC2086
-    pool "${train_jobs}" train_one ${enh_configs} || { log "error: a training failed"; exit 1; }
+    jobs=()
+    for config in ${enh_configs}; do jobs+=("train_one ${config}"); done
+    pool "${train_jobs}" "${jobs[@]}" || { log "error: a training failed"; exit 1; }
     stage_end 5 "training"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 infer_dirs() {  # "<query> <inference dir>" lines for one config and test set
@@ -279,7 +256,7 @@ query_scp() {  # the scp queried as query1 for a modality
     esac
 }
 
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+stage_6() {
     stage_start 6 "inference"
     for config in ${enh_configs}; do
         exp=${expdir}/$(exp_name "${config}")
@@ -310,10 +287,10 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         done
     done
     stage_end 6 "inference"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+stage_7() {
     stage_start 7 "scoring"
     for config in ${enh_configs}; do
         for dset in ${test_sets}; do
@@ -328,10 +305,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         done
     done
     stage_end 7 "scoring"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+stage_8() {
     stage_start 8 "report -> ${results}"
     stage_end 8 "report"  # recorded first so that the report lists every stage up to here
     for dset in ${test_sets}; do
@@ -354,10 +331,10 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         log "Stage 8: wrote ${out} and ${expdir}/report_${dset}/index.html"
         cat "${out}"
     done
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if ! ${skip_pack} && [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+stage_9() {
     stage_start 9 "pack"
     for config in ${enh_configs}; do
         exp=${expdir}/$(exp_name "${config}")
@@ -366,5 +343,10 @@ if ! ${skip_pack} && [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
             --model_file "${exp}/${inference_model}" --outpath "${exp}/packed.zip" "${extra[@]}"
     done
     stage_end 9 "pack"
-fi
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Every stage is a function stage_N above; the selected ones (--stage, --stop_stage) run in order.
+run_stages 1 2 3 4 5 6 7 8
+${skip_pack} || run_stages 9
 log "Successfully finished."

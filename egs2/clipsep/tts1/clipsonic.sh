@@ -22,10 +22,7 @@
 # and stage 2 then runs beside the probe (6) and the prior (4), which do not need its output.
 set -euo pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+. utils/recipe_lib.sh   # log, run_stages, stage_start / stage_end / record_time (-> ${timings}), pool
 
 # General
 stage=1                 # first stage to run
@@ -82,47 +79,8 @@ help_message="Usage: $0 [options]   (stages: see the head of this file)"
 . ./cmd.sh
 [ $# -eq 0 ] || { echo "$0: error: unexpected arguments: $*" >&2; exit 1; }
 
-timings=${expdir}/timings.tsv
+timings=${expdir}/timings.tsv   # stage wall times (stage_end, record_time), read by the report
 mkdir -p "${expdir}"
-stage_start() { STAGE_T0=$(date +%s); log "Stage $1: $2"; }
-record_time() {  # record_time STAGE NAME SECONDS: a row of the report's stage table (concurrent jobs take a lock)
-    (
-        flock 9
-        { [ -f "${timings}" ] && awk -F'\t' -v s="$1" '$1 != s' "${timings}"; printf '%s\t%s\t%s\n' "$1" "$2" "$3"; } \
-            | awk -F'\t' '{ k = $1; sub(/.*-/, "", k); print k "\t" $0 }' | sort -s -n -k1,1 | cut -f2- \
-            > "${timings}.tmp" && mv "${timings}.tmp" "${timings}"   # by stage; a range "3-6" after its last
-    ) 9> "${timings}.lock"
-}
-stage_end() {  # record the wall time of stage $1 ($2) for the report
-    local sec=$(( $(date +%s) - STAGE_T0 ))
-    record_time "$1" "$2" "${sec}"
-    log "Stage $1 done in ${sec} s"
-}
-run_pool() {  # run_pool N FUNC[:AFTER]... : the functions as background jobs, at most N at once; fails if any failed.
-    # A free slot takes the first waiting FUNC that may start: FUNC:AFTER only once AFTER (another FUNC of the
-    # list) has succeeded; if AFTER failed, FUNC is not run and counts as failed.
-    local n=$1 item f after flags started rest pending=("${@:2}")
-    flags=$(mktemp -d)
-    while [ "${#pending[@]}" -gt 0 ]; do
-        started=false; rest=()
-        for item in "${pending[@]}"; do
-            f=${item%%:*}; after=${item#"${f}"}; after=${after#:}
-            if [ -n "${after}" ] && [ -e "${flags}/${after}.failed" ]; then
-                log "${f}: not started: ${after} failed"; touch "${flags}/${f}.failed"
-            elif ! ${started} && [ "$(jobs -rp | wc -l)" -lt "${n}" ] && { [ -z "${after}" ] || [ -e "${flags}/${after}.ok" ]; }; then
-                ( if "${f}"; then touch "${flags}/${f}.ok"; else touch "${flags}/${f}.failed"; fi ) &
-                started=true
-            else
-                rest+=("${item}")
-            fi
-        done
-        pending=("${rest[@]}")
-        ${started} || sleep 1
-    done
-    wait
-    f=$(find "${flags}" -name '*.failed' -printf '%f ' | sed 's/\.failed//g'); rm -rf "${flags}"
-    [ -z "${f}" ] || { log "error: failed: ${f}"; return 1; }
-}
 threads=$(( $(nproc) / train_jobs )); [ "${threads}" -ge 1 ] || threads=1
 gen_threads=$(( $(nproc) / gen_jobs )); [ "${gen_threads}" -ge 1 ] || gen_threads=1
 device=cpu; [ "${ngpu}" -gt 0 ] && device=cuda
@@ -159,7 +117,7 @@ if [ -n "${clap}" ] && ! "${clap_env[@]}" ${python} -c 'import transformers' >/d
 fi
 
 # ------------------------------------------------------------------------------------------------------------
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+stage_1() {
     stage_start 1 "data, CLIP and CLIP embeddings: ${enh1_dir}/run.sh --dataset ${dataset} --stop_stage 3"
     opts=(--dataset "${dataset}" --stage 1 --stop_stage 3 --nj "${nj}" --datadir "$(abs "${datadir}")"
           --dumpdir "$(abs "${clip_dumpdir}")" --expdir "$(abs "${clip_expdir}")"
@@ -168,7 +126,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     eval "opts+=(${enh1_opts})"  # shell words: quoted values keep their spaces
     "${enh1_dir}/run.sh" "${opts[@]}" 2>&1 | sed 's/^/    [enh1] /'
     stage_end 1 "data, CLIP, embeddings (separation recipe stages 1-3)"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 stage_2() {
@@ -197,7 +155,7 @@ stage_2() {
 }
 
 # ------------------------------------------------------------------------------------------------------------
-# Stages 2-6, each a function so that run_pool can start them side by side.
+# Stages 2-6 run side by side in a pool (stages_2_6 below).
 data_opts() {  # $1: with spembs (true/false)
     local set kind
     for set in train valid; do
@@ -273,25 +231,25 @@ stage_6() {
     stage_end 6 "train probe$(concurrent)"
 }
 
-in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-# At most train_jobs at once, in this order as far as the dependencies allow: stage 2 beside the probe and the
-# prior (which do not read its output), the generator as soon as stage 2 is done, the vocoder after it too.
-pool_stages=()
-after_2=; in_range 2 && after_2=:stage_2
-for n in 2 6 3 4 5; do
-    in_range "${n}" || continue
-    case "${n}" in 3|5) pool_stages+=("stage_${n}${after_2}");; *) pool_stages+=("stage_${n}");; esac
-done
-if [ "${#pool_stages[@]}" -gt 0 ]; then
+stages_2_6() {  # the selected stages of 2-6 in one pool of train_jobs
+    # At most train_jobs at once, in this order as far as the dependencies allow: stage 2 beside the probe and
+    # the prior (which do not read its output), the generator as soon as stage 2 is done, the vocoder after it too.
+    pool_stages=()
+    after_2=; run_stage 2 && after_2=:stage_2
+    for n in 2 6 3 4 5; do
+        run_stage "${n}" || continue
+        case "${n}" in 3|5) pool_stages+=("stage_${n}${after_2}");; *) pool_stages+=("stage_${n}");; esac
+    done
+    [ "${#pool_stages[@]}" -gt 0 ] || return 0
     lo=$(( stage > 2 ? stage : 2 )); hi=$(( stop_stage < 6 ? stop_stage : 6 ))
     range=${lo}; [ "${lo}" -eq "${hi}" ] || range=${lo}-${hi}
     log "Stages ${range}: ${pool_stages[*]} (${train_jobs} at once, ${threads} threads each)"
     t0=$(date +%s)
-    run_pool "${train_jobs}" "${pool_stages[@]}" || { log "error: a stage of ${range} failed"; exit 1; }
+    pool "${train_jobs}" "${pool_stages[@]}" || { log "error: a stage of ${range} failed"; exit 1; }
     if [ "${train_jobs}" -gt 1 ] && [ "${#pool_stages[@]}" -gt 1 ]; then  # the report's total counts this row
         record_time "${range}" "the concurrent stages, side by side" $(( $(date +%s) - t0 ))
     fi
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 gen_dir() { echo "${final_exp}/gen_${test_set}_$1"; }
@@ -336,7 +294,7 @@ benchmark_merge() {
     log "Stage 7: sampler benchmark: $(grep -o 'goal.*' "${bench_dir}/results.md" | head -n 1)"
 }
 
-if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+stage_7() {
     stage_start 7 "generation: embed the vocoder (${final_exp}), ${gen_modes} for the ${test_set} queries, GT resynthesis$(${benchmark} && echo ", sampler benchmark")"
     ${python} -m espnet2.tts_diff.bin.embed_vocoder --generator_config "${tts_exp}/config.yaml" \
         --generator_model "${tts_exp}/${inference_model}" --vocoder_config "${voc_exp}/config.yaml" \
@@ -351,10 +309,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     fi
     for m in ${gen_modes}; do [ "${m}" = pd ] && gen_items+=(generate_pd); done
     for m in ${gen_modes}; do [ "${m}" = pd ] || gen_items+=("generate_${m}"); done
-    run_pool "${gen_jobs}" "${gen_items[@]}" generate_gt || exit 1
+    pool "${gen_jobs}" "${gen_items[@]}" generate_gt || exit 1
     if ${benchmark}; then benchmark_merge || exit 1; fi
     stage_end 7 "generation$(${benchmark} && echo " + sampler benchmark")"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 evaluate_one() {  # evaluate_one NAME GEN_SCP LABELS OUTPUT (a mel.scp beside GEN_SCP: also before the vocoder; FAD with --vggish)
@@ -373,11 +331,11 @@ for mode in ${gen_modes} gt; do
 done
 evaluate_real() { evaluate_one real "${datadir}/${test_set}/wav.scp" "${datadir}/${test_set}/utt2label" "${expdir}/probe/eval_${test_set}_real.json"; }
 
-if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+stage_8() {
     stage_start 8 "evaluation with the probe: relevance and probe-FD vs ${datadir}/${test_set}"
-    run_pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "evaluate_${m}"; done) evaluate_real || exit 1
+    pool "${gen_jobs}" $(for m in ${gen_modes} gt; do echo "evaluate_${m}"; done) evaluate_real || exit 1
     stage_end 8 "evaluation"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
 system_row() {
@@ -388,7 +346,7 @@ system_row() {
         gt) echo "GT resynthesis (vocoder, ceiling)|real test clip";;
     esac
 }
-if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+stage_9() {
     stage_start 9 "report -> ${results}"
     stage_end 9 "report"  # recorded first so that the report lists every stage up to here
     report=()
@@ -404,10 +362,10 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         --note "Generator ${tts_config}, vocoder ${vocoder_config}, prior on ${prior_data}; $(nproc) CPUs, train_jobs ${train_jobs}, ngpu ${ngpu}." \
         --output "${results}"
     cat "${results}"
-fi
+}
 
 # ------------------------------------------------------------------------------------------------------------
-if ! ${skip_pack} && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+stage_10() {
     stage_start 10 "pack ${final_exp}/packed.zip"
     extra=(--option "${stats}/train/feats_stats.npz" --option "${prior}" --option "${prior%.pt}.yaml")
     [ -f "${results}" ] && extra+=(--option "${results}")
@@ -415,5 +373,12 @@ if ! ${skip_pack} && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     ${python} -m espnet2.tts_diff.bin.pack --train_config "${final_exp}/config.yaml" \
         --model_file "${final_exp}/model.pth" --outpath "${final_exp}/packed.zip" "${extra[@]}"
     stage_end 10 "pack"
-fi
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Every stage is a function stage_N above; the selected ones (--stage, --stop_stage) run in order, 2-6 in a pool.
+run_stages 1
+stages_2_6
+run_stages 7 8 9
+${skip_pack} || run_stages 10
 log "Successfully finished."

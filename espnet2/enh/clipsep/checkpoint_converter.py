@@ -10,7 +10,7 @@ and names the query projection ``frame_net``, the noise heads ``pit_nets`` and t
     pit_nets.{j}.*            -> noise_heads.{j}.*        (NIT checkpoints only)
     synth_net.scale, .bias    -> mask_scale, mask_bias
 
-The U-Net part of the map is derived from :class:`~espnet2.enh.clipsep.unet.UNet` itself: reference
+The U-Net part of the map is derived from :class:`~espnet2.enh.clipsep.separator.unet.UNet` itself: reference
 level ``i`` is a ``Sequential`` of the non-identity layers of ``down[i]``, the level below (absent at the
 innermost level) and the layers of ``up[i]``, in that order.
 
@@ -19,13 +19,23 @@ Reference:
     ICLR 2023.
 """
 
+import argparse
 import re
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from espnet2.enh.clipsep.unet import UNet
+from espnet2.enh.clipsep.separator.unet import UNet
+
+__all__ = [
+    "build_args",
+    "convert_reference_state_dict",
+    "load_reference_state_dict",
+    "reference_key_map",
+    "reference_key_shapes",
+]
 
 _DP_PREFIX = "module."
 _NOISE_HEAD_KEY = re.compile(r"pit_nets\.(\d+)\.")
@@ -205,3 +215,34 @@ def convert_reference_state_dict(
 
     key_map = reference_key_map(num_noise_heads, num_layers=num_layers, ngf=ngf, channels=channels)
     return {ours: tensors[ref] for ref, ours in key_map.items()}
+
+
+def load_reference_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """The checkpoint's tensors, unwrapped from a ``{"state_dict": ...}``/``{"model": ...}`` container."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError, RuntimeError (not a zip / truncated), ...
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(f"{path}: cannot read as a weights-only checkpoint ({type(err).__name__}: {first})")
+    for key in ("state_dict", "model", "net"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{path}: no state dict found in the checkpoint")
+    return obj
+
+
+def build_args(num_noise_heads: int) -> argparse.Namespace:
+    """Training config of the paper-size model, as ESPnet would write it to config.yaml."""
+    from espnet2.enh.clipsep.task import CLIPSepTask
+
+    args = CLIPSepTask.get_parser().parse_args(["--encoder", "stft", "--decoder", "stft", "--separator", "clipsep"])
+    # Confs as a YAML config would give them (typed values; --criterions takes no list on the command line).
+    stft = dict(n_fft=1024, win_length=1024, hop_length=256, window="hann", center=True)
+    args.encoder_conf, args.decoder_conf = dict(stft), dict(stft)
+    args.separator_conf = dict(num_spk=2, query_type="clip", query_dim=512, num_masks=32, num_noise_heads=num_noise_heads)
+    wrapper = "noise_invariant" if num_noise_heads else "fixed_order"
+    args.criterions = [{"name": "wbce", "conf": {}, "wrapper": wrapper, "wrapper_conf": {"weight": 1.0}}]
+    return args

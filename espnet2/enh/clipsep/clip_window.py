@@ -6,6 +6,8 @@ centres), so both crop the same way. Pure numpy.
 
 import numpy as np
 
+__all__ = ["center_frame_mean", "crop_around", "middle_window"]
+
 
 def middle_window(length: int, num: int) -> slice:
     """The ``num`` consecutive indices in the middle of ``range(length)`` (all of them if fewer).

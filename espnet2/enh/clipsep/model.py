@@ -11,6 +11,8 @@ from typing import Dict, Optional
 import torch
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
 
+__all__ = ["QUERY_RE", "CLIPSepEnhancementModel"]
+
 QUERY_RE = re.compile(r"^(text_)?query\d+$")
 
 

@@ -26,6 +26,8 @@ from typeguard import typechecked
 
 from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
 
+__all__ = ["CLIPSepMixPreprocessor"]
+
 
 class CLIPSepMixPreprocessor(AbsPreprocessor):
     """Mixes ``num_spk`` random clips per training example and gives each its own query.

@@ -9,6 +9,8 @@ constructor, so each class is checked against its ``Abs*`` base here.
 import importlib
 from typing import Dict, Tuple
 
+__all__ = ["add_to_choices", "load_class", "register", "registered"]
+
 # choices attribute in espnet2.tasks.enh -> the base class its members must derive from
 BASES: Dict[str, str] = {
     "separator_choices": "espnet2.enh.separator.abs_separator:AbsSeparator",
@@ -19,13 +21,13 @@ BASES: Dict[str, str] = {
 # choices attribute in espnet2.tasks.enh -> {registered name: "module:Class"}
 CLASSES: Dict[str, Dict[str, str]] = {
     "separator_choices": {
-        "clipsep": "espnet2.enh.clipsep.clipsep_separator:CLIPSepSeparator",
+        "clipsep": "espnet2.enh.clipsep.separator.clipsep_separator:CLIPSepSeparator",
     },
     "criterion_choices": {
-        "wbce": "espnet2.enh.clipsep.loss:WeightedBCEMaskLoss",
+        "wbce": "espnet2.enh.clipsep.loss.criterions.weighted_bce:WeightedBCEMaskLoss",
     },
     "loss_wrapper_choices": {
-        "noise_invariant": "espnet2.enh.clipsep.loss:NoiseInvariantSolver",
+        "noise_invariant": "espnet2.enh.clipsep.loss.wrappers.noise_invariant:NoiseInvariantSolver",
     },
     # Only CLIPSepTask builds it (EnhancementTask.build_preprocess_fn knows two names by heart); registering
     # it lets --preprocessor clipsep_mix through the shared argument parser.

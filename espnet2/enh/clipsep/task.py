@@ -18,6 +18,8 @@ from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
 from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
 from espnet2.enh.clipsep.register import register
 
+__all__ = ["MAX_QUERIES", "CLIPSepTask", "query_data_names"]
+
 register()
 
 MAX_QUERIES = 10

@@ -24,6 +24,22 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+__all__ = [
+    "FRAME_PATTERN",
+    "JPEG_QUALITY",
+    "SKIP_REASONS",
+    "ExtractedVideo",
+    "VideoError",
+    "VideoInfo",
+    "count_frames",
+    "extract_audio",
+    "extract_frames",
+    "extract_video",
+    "frame_filter",
+    "is_silent",
+    "probe",
+]
+
 PathLike = Union[str, os.PathLike]
 
 SKIP_REASONS = ("corrupt", "no-audio", "no-frames", "silent", "too-short")

@@ -95,7 +95,8 @@ def main(cmd=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from espnet2.enh.clipsep.separate import SeparationError, check_output_dir
+    from espnet2.enh.clipsep.errors import reraise_as
+    from espnet2.enh.clipsep.files.writing import check_output_dir
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
@@ -110,10 +111,8 @@ def main(cmd=None) -> int:
             raise GenerationError("no query: give --text and/or --image")
         if args.prior is not None and not args.prior.is_file():
             raise GenerationError(f"{args.prior}: prior file not found")
-        try:
+        with reraise_as(GenerationError):
             check_output_dir(args.output_dir)
-        except SeparationError as err:
-            raise GenerationError(str(err)) from None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", generate.GenerationWarning)
             gen = generate.Generator.from_pretrained(

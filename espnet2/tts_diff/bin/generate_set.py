@@ -124,8 +124,8 @@ def main(cmd=None) -> int:
         import numpy as np
         import torch
 
-        from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
-        from espnet2.enh.clipsep.separate import build_model_weights_only
+        from espnet2.enh.clipsep.files.kaldi_table import read_table, write_table_atomic
+        from espnet2.enh.clipsep.files.weights import build_model_weights_only
         from espnet2.tts_diff.task import TTSDiffTask
 
         if args.num_threads > 0:

@@ -101,7 +101,7 @@ def read_wavs(table: Dict[str, str], source: Path, fs: int) -> List:
 
 def labelled_dir(data_dir: Path) -> Tuple[Dict[str, str], Dict[str, str]]:
     """``wav.scp`` and ``utt2label`` of a data dir; every utterance must have a label."""
-    from espnet2.enh.clipsep.kaldi_table import read_table
+    from espnet2.enh.clipsep.files.kaldi_table import read_table
 
     wav_scp, utt2label = data_dir / "wav.scp", data_dir / "utt2label"
     table, labels = read_table(wav_scp), read_table(utt2label)
@@ -230,7 +230,7 @@ def reference_embeddings(args, ref: Dict[str, str], ref_scp: Path, probe, vggish
 
 
 def run_evaluate(args) -> None:
-    from espnet2.enh.clipsep.kaldi_table import read_table
+    from espnet2.enh.clipsep.files.kaldi_table import read_table
     from espnet2.tts_diff.probe import frechet_distance, load_probe, probe_outputs
 
     probe, classes = load_probe(args.probe)

@@ -128,7 +128,7 @@ def has_clap(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
 
 
 def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
-    from espnet2.enh.clipsep.report import format_seconds
+    from espnet2.enh.clipsep.eval.report import format_seconds
 
     rows = [(stage, name, format_seconds(sec)) for stage, name, sec in timings]
     serial = sum(sec for _, name, sec in timings if CONCURRENT not in name)  # with the side-by-side rows
@@ -141,7 +141,7 @@ def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ..
 
 
 def build(args) -> str:
-    from espnet2.enh.clipsep.report import environment_line, markdown_table, read_timings
+    from espnet2.enh.clipsep.eval.report import environment_line, markdown_table, read_timings
 
     results = [parse_result(spec) for spec in args.result]
     lines = [f"# {args.title}", "", environment_line(), ""]

@@ -3,7 +3,7 @@
 The prior learns from (image, caption) pairs, never from audio. Pairs come either as cached embeddings
 (``--image_scp`` + ``--text_scp``, npy or kaldi_ark scp files with the same keys; an image entry of shape
 ``(num_frames, D)`` gives one pair per frame) or as a pairs file (``--pairs``: ``<image path>\\t<caption>`` per
-line) encoded here with :class:`~espnet2.enh.clipsep.query.CLIPQueryEncoder` (captions are template-ensembled,
+line) encoded here with :class:`~espnet2.enh.clipsep.clip.encoder.CLIPQueryEncoder` (captions are template-ensembled,
 as text queries are at test time). ESPnet has no embedding-to-embedding task, so training is a small
 self-contained loop (:func:`espnet2.tts_diff.prior.fit_prior`). Writes ``<output>`` (state dict),
 ``<output>.yaml`` (the prior's conf; suffix replaced) and ``<output>.json`` (report).
@@ -68,7 +68,7 @@ def read_embeddings(scp: Path) -> Dict[str, np.ndarray]:
     """``{key: float32 array}`` of an npy or kaldi_ark scp (errors name the scp and key)."""
     import kaldiio
 
-    from espnet2.enh.clipsep.kaldi_table import read_table
+    from espnet2.enh.clipsep.files.kaldi_table import read_table
 
     out = {}
     for key, value in read_table(scp).items():
@@ -108,8 +108,8 @@ def pairs_from_tsv(args) -> Tuple[np.ndarray, np.ndarray]:
     """Encode the images and captions of a pairs file with CLIP."""
     from tqdm import tqdm
 
-    from espnet2.enh.clipsep.clip_fit import read_pairs
-    from espnet2.enh.clipsep.query import CLIPSEP_TEMPLATES, CLIPQueryEncoder
+    from espnet2.enh.clipsep.clip.fit import read_pairs
+    from espnet2.enh.clipsep.clip.encoder import CLIPSEP_TEMPLATES, CLIPQueryEncoder
 
     pairs = read_pairs(args.pairs)
     encoder = CLIPQueryEncoder(

@@ -6,7 +6,6 @@ needs it runs in a subprocess whose PYTHONPATH has the directory tools/install.s
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,81 +27,6 @@ LABELS = ["low", "mid", "high"]
 FREQS = {"low": 250.0, "mid": 1000.0, "high": 4000.0}
 TEMPLATE = "a {} tone"
 
-# Run in a subprocess that sees transformers: writes a tiny random CLAP model into DIR the way a download of
-# laion/clap-htsat-unfused looks (config.json + model.safetensors, the tokenizer's files, preprocessor_config.json;
-# 48 kHz feature extractor, unfused HTSAT with rand_trunc), then the cosines of the clips of WAV_SCP with each
-# text list, computed here directly with transformers (not with espnet2.tts_diff.clap), into OUT_JSON.
-HELPER = r'''
-import json, string, sys
-from pathlib import Path
-
-import soundfile as sf
-import torch
-import torchaudio
-from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
-
-torch.set_num_threads(1)
-out, wav_scp, texts_json, result = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
-vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-for c in list(string.ascii_lowercase) + ["\u0120"]:  # byte-level BPE: "\u0120" is the space
-    vocab[c] = len(vocab)
-tokenizer = RobertaTokenizer(vocab=vocab, merges=[])
-torch.manual_seed(0)
-config = ClapConfig(
-    text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=37, max_position_embeddings=128, projection_dim=16),
-    audio_config=dict(window_size=4, num_mel_bins=64, spec_size=64, patch_size=2, patch_stride=2, hidden_size=32,
-                      patch_embeds_hidden_size=16, projection_dim=16, depths=[2, 2], num_attention_heads=[2, 2],
-                      num_hidden_layers=2, enable_fusion=False),
-    projection_dim=16,
-)
-ClapModel(config).save_pretrained(out)
-extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=960, max_length_s=1,
-                                 fft_window_size=1024, truncation="rand_trunc", padding="repeatpad")
-extractor.save_pretrained(out)
-tokenizer.save_pretrained(out)
-
-model = ClapModel.from_pretrained(out, local_files_only=True, use_kernels=False).eval()
-processor = ClapProcessor.from_pretrained(out, local_files_only=True)
-clips = []
-for line in wav_scp.read_text().splitlines():
-    wav, fs = sf.read(line.split(maxsplit=1)[1], dtype="float32")
-    clips.append(torchaudio.functional.resample(torch.from_numpy(wav), fs, 48000).numpy())
-with torch.no_grad():
-    feats = processor.feature_extractor(clips, sampling_rate=48000, return_tensors="pt")
-    audio = model.get_audio_features(input_features=feats["input_features"]).pooler_output
-    cosines = {}
-    for name, texts in json.loads(texts_json.read_text()).items():
-        tokens = processor.tokenizer(texts, padding=True, return_tensors="pt")
-        text = model.get_text_features(**tokens).pooler_output
-        cosines[name] = torch.nn.functional.cosine_similarity(audio.double(), text.double(), dim=1).tolist()
-result.write_text(json.dumps(cosines))
-'''
-
-
-def side_dir() -> str:
-    """The directory with transformers for the CLAP tests (a failure that says how to get it when missing)."""
-    path = os.environ.get("ESPNET_CLIPSEP_CLAP_PYTHONPATH")
-    marker = REPO / ".venv" / "clap-pythonpath"
-    if not path and marker.is_file():
-        path = marker.read_text().strip()
-    if not path or not (Path(path) / "transformers").is_dir():
-        pytest.fail("no transformers install for the CLAP tests: run tools/install.sh (writes .venv/clap-pythonpath)")
-    return path
-
-
-def side_env(pythonpath=None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    return env
-
-
-def run(cmd, pythonpath=None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=REPO, env=side_env(pythonpath), capture_output=True, text=True, timeout=300)
-
-
 def write_clips(d: Path, prefix: str, seed: int, seconds=(0.4, 0.7, 1.0)) -> list:
     """Tones of each class, one per length, as ``<d>/<key>.wav``; returns ``[(key, label, path)]``."""
     rng = np.random.default_rng(seed)
@@ -119,7 +43,7 @@ def write_clips(d: Path, prefix: str, seed: int, seconds=(0.4, 0.7, 1.0)) -> lis
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(clap_side, tmp_path_factory):
     """A tiny probe, generated and reference clips, query labels (matching and shuffled), the tiny CLAP model."""
     root = tmp_path_factory.mktemp("clap")
     torch.manual_seed(0)
@@ -134,9 +58,8 @@ def setup(tmp_path_factory):
     (root / "labels_shuffled").write_text("".join(f"{k} {lab}\n" for (k, _, _), lab in zip(gen, shuffled)))
     texts = {"matching": [TEMPLATE.format(lab) for _, lab, _ in gen], "shuffled": [TEMPLATE.format(s) for s in shuffled]}
     (root / "texts.json").write_text(json.dumps(texts))
-    (root / "helper.py").write_text(HELPER)
-    side = side_dir()
-    proc = run([sys.executable, str(root / "helper.py"), str(root / "model"), str(root / "gen.scp"),
+    side = clap_side.pythonpath()
+    proc = clap_side.run([sys.executable, str(clap_side.helper), str(root / "model"), str(root / "gen.scp"),
                 str(root / "texts.json"), str(root / "expected.json")], pythonpath=side)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, side, json.loads((root / "expected.json").read_text())
@@ -176,9 +99,9 @@ def test_cosine_rows_and_mean_with_standard_error():
     assert mean == pytest.approx(0.3) and sem == pytest.approx(np.std([0.1, 0.2, 0.3, 0.6], ddof=1) / 2)
 
 
-def test_main_environment_does_not_see_transformers():
+def test_main_environment_does_not_see_transformers(clap_side):
     """ESPnet imports transformers at start-up whenever it can (~7 s per process): it must stay out of .venv."""
-    assert subprocess.run([sys.executable, "-c", "import transformers"], env=side_env(), capture_output=True).returncode != 0
+    assert subprocess.run([sys.executable, "-c", "import transformers"], env=clap_side.env(), capture_output=True).returncode != 0
 
 
 def test_missing_model_dir_and_no_transformers_are_one_line_errors(tmp_path, capsys, monkeypatch):
@@ -213,10 +136,10 @@ def test_missing_model_dir_and_no_transformers_are_one_line_errors(tmp_path, cap
 
 
 # ---------------------------------------------------------------------------------------------- with transformers
-def test_evaluate_clap_score_is_the_mean_cosine(setup):
+def test_evaluate_clap_score_is_the_mean_cosine(clap_side, setup):
     root, side, expected = setup
     out = root / "eval.json"
-    proc = run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate", *evaluate_args(root, "labels", out)[1:],
+    proc = clap_side.run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate", *evaluate_args(root, "labels", out)[1:],
                 "--clap", str(root / "model"), "--clap_template", TEMPLATE], pythonpath=side)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -229,7 +152,7 @@ def test_evaluate_clap_score_is_the_mean_cosine(setup):
     # shuffled queries (each clip another class's text): another score, again the mean of its own cosines; in
     # batches of 2 clips and 2 texts, padded differently, the same figures
     shuffled_out = root / "eval_shuffled.json"
-    proc = run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate",
+    proc = clap_side.run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate",
                 *evaluate_args(root, "labels_shuffled", shuffled_out)[1:], "--clap", str(root / "model"),
                 "--clap_template", TEMPLATE, "--batch_size", "2"], pythonpath=side)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -243,10 +166,10 @@ def test_evaluate_clap_score_is_the_mean_cosine(setup):
     assert re.search(row, md.read_text(), re.M), md.read_text()
 
 
-def test_evaluate_without_transformers_on_the_path_says_how_to_install(setup):
+def test_evaluate_without_transformers_on_the_path_says_how_to_install(clap_side, setup):
     root, _, _ = setup
     out = root / "eval_no_transformers.json"
-    proc = run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate", *evaluate_args(root, "labels", out)[1:],
+    proc = clap_side.run([sys.executable, "-m", "espnet2.tts_diff.bin.probe", "evaluate", *evaluate_args(root, "labels", out)[1:],
                 "--clap", str(root / "model")])  # fmt: skip
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()

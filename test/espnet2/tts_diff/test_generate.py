@@ -51,7 +51,7 @@ def _dry_run(root: Path, extra: list) -> None:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """exp/ (embedded vocoder, prior/, clip/), its packed zip, and exp_gl/ (no vocoder, no prior, no CLIP)."""
-    from espnet2.enh.clipsep.query import CLIPQueryEncoder
+    from espnet2.enh.clipsep.clip.encoder import CLIPQueryEncoder
     from espnet2.main_funcs.pack_funcs import pack
     from espnet2.tts_diff.task import TTSDiffTask
 

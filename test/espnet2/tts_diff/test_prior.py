@@ -165,7 +165,7 @@ def test_cli_trains_from_embedding_scps(tmp_path):
 
 
 def test_cli_trains_from_pairs_with_clip(tmp_path):
-    from espnet2.enh.clipsep.query import CLIPQueryEncoder
+    from espnet2.enh.clipsep.clip.encoder import CLIPQueryEncoder
 
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny_clip.pt"

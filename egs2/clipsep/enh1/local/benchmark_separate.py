@@ -33,6 +33,7 @@ FS = 16000
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python local/benchmark_separate.py",
         description="RTF and peak memory of CLIPSep file separation at paper size (chunked vs single pass).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

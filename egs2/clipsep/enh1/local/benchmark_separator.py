@@ -32,6 +32,7 @@ FS = 16000
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python local/benchmark_separator.py",
         description="CPU real-time factor, parameter count and peak memory of the paper-size CLIPSep-NIT "
         "separator (eval mode, single pass).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -63,6 +63,7 @@ GOAL_SPEEDUP, GOAL_FD_REL = 40.0, 0.10
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python local/benchmark_samplers.py",
         description="Sampler quality/time vs steps and a guidance sweep for a CLIPSonic model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -538,8 +539,8 @@ def main(cmd=None) -> int:
     else:
         import kaldiio
 
-        from espnet2.enh.clipsep.kaldi_table import read_table
-        from espnet2.enh.clipsep.separate import resolve_model
+        from espnet2.enh.clipsep.files.kaldi_table import read_table
+        from espnet2.enh.clipsep.files.model_files import resolve_model
         from espnet2.tts_diff.generate import Condition, Generator, build_model, find_prior
         from espnet2.tts_diff.prior import load_prior
 
@@ -579,7 +580,7 @@ def main(cmd=None) -> int:
 
     class_ids, ref_emb, score = [], None, None
     if quality:
-        from espnet2.enh.clipsep.kaldi_table import read_table
+        from espnet2.enh.clipsep.files.kaldi_table import read_table
         from espnet2.tts_diff.probe import load_probe, probe_outputs, read_wav
 
         probe, classes = load_probe(args.probe)

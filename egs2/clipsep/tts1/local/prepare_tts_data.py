@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Dict
 
-from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
+from espnet2.enh.clipsep.files.kaldi_table import read_table, write_table_atomic
 
 TOKEN = "clip"
 TOKENS = ("<blank>", "<unk>", TOKEN, "<sos/eos>")
@@ -32,7 +32,7 @@ TOKENS = ("<blank>", "<unk>", TOKEN, "<sos/eos>")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="local/prepare_tts_data.py",
+        prog="python local/prepare_tts_data.py",
         description="TTS-task data dirs (wav.scp, dummy text, CLIP embeddings as spembs) for CLIPSonic.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -14,9 +14,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Dict
 
 import torch
+
+from espnet2.enh.clipsep.checkpoint_converter import build_args, load_reference_state_dict
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,37 +30,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", type=Path, required=True, help="experiment directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model.pth")
     return parser
-
-
-def load_reference_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """The checkpoint's tensors, unwrapped from a ``{"state_dict": ...}``/``{"model": ...}`` container."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError, RuntimeError (not a zip / truncated), ...
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise ValueError(f"{path}: cannot read as a weights-only checkpoint ({type(err).__name__}: {first})")
-    for key in ("state_dict", "model", "net"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"{path}: no state dict found in the checkpoint")
-    return obj
-
-
-def build_args(num_noise_heads: int) -> argparse.Namespace:
-    """Training config of the paper-size model, as ESPnet would write it to config.yaml."""
-    from espnet2.enh.clipsep.task import CLIPSepTask
-
-    args = CLIPSepTask.get_parser().parse_args(["--encoder", "stft", "--decoder", "stft", "--separator", "clipsep"])
-    # Confs as a YAML config would give them (typed values; --criterions takes no list on the command line).
-    stft = dict(n_fft=1024, win_length=1024, hop_length=256, window="hann", center=True)
-    args.encoder_conf, args.decoder_conf = dict(stft), dict(stft)
-    args.separator_conf = dict(num_spk=2, query_type="clip", query_dim=512, num_masks=32, num_noise_heads=num_noise_heads)
-    wrapper = "noise_invariant" if num_noise_heads else "fixed_order"
-    args.criterions = [{"name": "wbce", "conf": {}, "wrapper": wrapper, "wrapper_conf": {"weight": 1.0}}]
-    return args
 
 
 def convert(checkpoint: Path, output_dir: Path, overwrite: bool = False) -> Path:

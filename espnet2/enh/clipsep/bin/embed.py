@@ -28,7 +28,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from espnet2.enh.clipsep.kaldi_table import read_table, write_table_atomic
+from espnet2.enh.clipsep.files.kaldi_table import read_table, write_table_atomic
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -120,7 +120,7 @@ class EmbeddingWriter:
 
 def collect_inputs(args) -> List[Tuple[str, object]]:
     """``(key, text)`` or ``(key, [frame paths])`` items, validated before anything is written."""
-    from espnet2.enh.clipsep.query import center_frames, check_image, list_frames
+    from espnet2.enh.clipsep.clip.image_query import center_frames, check_image, list_frames
 
     if args.text is not None:
         return list(read_table(args.text).items())
@@ -153,7 +153,7 @@ def main(cmd=None) -> int:
     try:
         from tqdm import tqdm
 
-        from espnet2.enh.clipsep.query import CLIPSEP_TEMPLATES, CLIPQueryEncoder, as_numpy
+        from espnet2.enh.clipsep.clip.encoder import CLIPSEP_TEMPLATES, CLIPQueryEncoder, as_numpy
 
         if args.num_frames < 1 or args.batch_size < 1:
             raise ValueError("--num_frames and --batch_size must be >= 1")

@@ -71,8 +71,8 @@ def main(cmd=None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [fit_clip] %(levelname)s: %(message)s")
     try:
-        from espnet2.enh.clipsep.clip_fit import fit_clip, read_pairs, save_state_dict
-        from espnet2.enh.clipsep.query import CLIPSEP_TEMPLATES
+        from espnet2.enh.clipsep.clip.fit import fit_clip, read_pairs, save_state_dict
+        from espnet2.enh.clipsep.clip.encoder import CLIPSEP_TEMPLATES
 
         if args.output.exists() and not args.overwrite:
             raise FileExistsError(f"{args.output}: exists (pass --overwrite to replace it)")

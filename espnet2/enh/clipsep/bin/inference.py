@@ -79,7 +79,7 @@ def inference(
     from tqdm import tqdm
 
     from espnet2.enh.clipsep.model import QUERY_RE
-    from espnet2.enh.clipsep.separate import build_model_weights_only
+    from espnet2.enh.clipsep.files.weights import build_model_weights_only
     from espnet2.enh.clipsep.task import CLIPSepTask
 
     for path in (train_config, model_file):

@@ -34,11 +34,12 @@ def main(cmd=None) -> int:
     try:
         import warnings
 
-        from espnet2.enh.clipsep.packing import pack_model
+        from espnet2.enh.clipsep.files.pack import pack_model
+        from espnet2.enh.clipsep.task import CLIPSepTask
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Expanding a local model")
-            count = pack_model(args.train_config, args.model_file, args.outpath, args.option)
+            count, _ = pack_model(CLIPSepTask, args.train_config, args.model_file, args.outpath, args.option)
         logging.info("wrote %s; unpacked with espnet_model_zoo and rebuilt: %d tensors identical", args.outpath, count)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         print(f"pack: error: {err}", file=sys.stderr)

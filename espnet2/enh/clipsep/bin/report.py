@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.enh.clipsep.report import build_report, load_result, parse_result
+from espnet2.enh.clipsep.eval.report import build_report, load_result, parse_result
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Score separated audio against references (DESIGN §6) and write a score directory.
 
 Writes ``per_item.tsv``, ``skipped.txt`` and ``summary.json`` (mean, SEM and median of each metric) to
-``--output_dir``; the metric definitions live in :mod:`espnet2.enh.clipsep.scoring`.
+``--output_dir``; the metric definitions live in :mod:`espnet2.enh.clipsep.eval.scoring`.
 
 Examples:
     python -m espnet2.enh.clipsep.bin.score --mix_scp data/test_mix/wav.scp \\
@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet2.enh.clipsep.kaldi_table import read_table
-from espnet2.enh.clipsep.scoring import (
+from espnet2.enh.clipsep.files.kaldi_table import read_table
+from espnet2.enh.clipsep.eval.scoring import (
     ItemJob,
     ItemResult,
     MixScores,

@@ -81,10 +81,12 @@ def main(cmd=None) -> int:
     separate = _import_quietly()
     from tqdm import tqdm
 
+    from espnet2.enh.clipsep.files.writing import check_output_dir
+
     def show(message, category, filename, lineno, file=None, line=None):
         _say(f"warning: {message}")
 
-    errors = (separate.SeparationError, ValueError, FileNotFoundError, RuntimeError, OSError)
+    errors = (separate.CLIPSepError, ValueError, FileNotFoundError, RuntimeError, OSError)
     with warnings.catch_warnings():
         warnings.simplefilter("always", separate.SeparationWarning)
         warnings.showwarning = show
@@ -99,7 +101,7 @@ def main(cmd=None) -> int:
                 overlap_seconds=args.overlap_seconds, mask_type=args.mask_type, mask_threshold=args.mask_threshold,
             )  # fmt: skip
             queries = sep.encode_queries(args.query, args.image)
-            separate.check_output_dir(args.output_dir)
+            check_output_dir(args.output_dir)
         except errors as err:
             _say(f"error: {err}")
             return 2
@@ -119,7 +121,7 @@ def main(cmd=None) -> int:
                 logging.info("%s -> %s", path, ", ".join(str(p) for p in outs))
             except errors as err:
                 # Our errors name their file; anything else (e.g. out of memory) gets the input's name.
-                named = isinstance(err, separate.SeparationError) or str(err).startswith(str(path))
+                named = isinstance(err, separate.CLIPSepError) or str(err).startswith(str(path))
                 _say(f"error: {err}" if named else f"error: {path}: {type(err).__name__}: {err}")
                 failed += 1
     if failed and len(args.inputs) > 1:

@@ -1,5 +1,4 @@
-from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import pytest
 import torch
@@ -10,38 +9,11 @@ from espnet2.enh.clipsep.checkpoint_converter import (
     reference_key_map,
     reference_key_shapes,
 )
-from espnet2.enh.clipsep.unet import UNet
-
-TSV = Path(__file__).parent / "data" / "clipsep_nit_checkpoint_keys.tsv"
-DTYPES = {"torch.float32": torch.float32, "torch.int64": torch.int64}
-
-
-def _read_tsv() -> Dict[str, tuple]:
-    table = {}
-    for line in TSV.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        dims = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
-        table[key] = (dims, DTYPES[dtype])
-    return table
-
-
-def _synthetic_checkpoint() -> Dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {
-        key: (
-            torch.tensor(index, dtype=dtype)
-            if dtype == torch.int64
-            else torch.randn(shape, generator=gen, dtype=dtype)
-        )
-        for index, (key, (shape, dtype)) in enumerate(_read_tsv().items())
-    }
-
+from espnet2.enh.clipsep.separator.unet import UNet
 
 @pytest.fixture(scope="module")
-def checkpoint():
-    return _synthetic_checkpoint()
+def checkpoint(synthetic_checkpoint):
+    return synthetic_checkpoint()
 
 
 class _Separator(nn.Module):
@@ -107,8 +79,8 @@ class _ReferenceModel(nn.Module):
         self.pit_nets = nn.ModuleList(nn.Linear(channels, channels) for _ in range(num_noise_heads))
 
 
-def test_tsv_sanity():
-    table = _read_tsv()
+def test_tsv_sanity(checkpoint_keys):
+    table = checkpoint_keys()
     assert len(table) == 83
     buffers = ("running_", "num_batches")
     params = {k: s for k, (s, _) in table.items() if not any(b in k for b in buffers)}
@@ -117,16 +89,16 @@ def test_tsv_sanity():
     assert count(k for k in params if k.startswith("module.sound_net.")) == 30_274_210
 
 
-def test_reference_shapes_match_tsv():
-    expected = {k[len("module.") :]: shape for k, (shape, _) in _read_tsv().items()}
+def test_reference_shapes_match_tsv(checkpoint_keys):
+    expected = {k[len("module.") :]: shape for k, (shape, _) in checkpoint_keys().items()}
     assert reference_key_shapes(2) == expected
     assert set(reference_key_map(2)) == set(expected)
 
 
-def test_reference_model_matches_tsv():
+def test_reference_model_matches_tsv(checkpoint_keys):
     with torch.device("meta"):
         ref = _ReferenceModel()
-    expected = {k[len("module.") :]: shape for k, (shape, _) in _read_tsv().items()}
+    expected = {k[len("module.") :]: shape for k, (shape, _) in checkpoint_keys().items()}
     assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == expected
 
 

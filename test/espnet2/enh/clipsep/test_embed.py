@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from espnet2.enh.clipsep import query as query_module
+from espnet2.enh.clipsep.clip import encoder as query_module
 from espnet2.enh.clipsep.bin import embed
-from espnet2.enh.clipsep.query import CLIPQueryEncoder, center_frames
+from espnet2.enh.clipsep.clip.encoder import CLIPQueryEncoder
+from espnet2.enh.clipsep.clip.image_query import center_frames
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,13 @@ import torch
 import yaml
 
 from espnet2.enh.clipsep.bin.inference import main as inference_main
-from espnet2.enh.clipsep.bin.label_ids import main as label_ids_main
 from espnet2.enh.clipsep.bin.pack import main as pack_main
-from espnet2.enh.clipsep.kaldi_table import read_table
-from espnet2.enh.clipsep.packing import check_archive, unpack_model, verify_pack
+from espnet2.enh.clipsep.files.kaldi_table import read_table
+from espnet2.enh.clipsep.files.pack import check_archive, unpack_model, verify_pack
 from espnet2.enh.clipsep.task import CLIPSepTask
 
 CONF = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf" / "tiny"
 FS = 16000
-
-
-def _experiment(tmp_path: Path, config: str) -> Path:
-    """config.yaml from the task's own dry run + random weights, as training leaves them."""
-    exp = tmp_path / Path(config).stem
-    CLIPSepTask.main(cmd=["--config", str(CONF / config), "--iterator_type", "none", "--dry_run", "true",
-                          "--output_dir", str(exp), "--use_tensorboard", "false", "--use_matplotlib", "false"])
-    args = argparse.Namespace(**yaml.safe_load((exp / "config.yaml").read_text()))
-    torch.manual_seed(0)
-    model = CLIPSepTask.build_model(args)
-    torch.save(model.state_dict(), exp / "model.pth")
-    return exp
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +48,8 @@ def _infer(exp, data, out, *extra):
                            "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech_mix,sound", *extra])
 
 
-def test_one_query_gives_one_output_of_the_input_length(tmp_path, data):
-    exp = _experiment(tmp_path, "train_enh_clipsep_nit.yaml")
+def test_one_query_gives_one_output_of_the_input_length(make_experiment, tmp_path, data):
+    exp = make_experiment(tmp_path, "train_enh_clipsep_nit.yaml")
     out = tmp_path / "infer"
     assert _infer(exp, data, out, "--data_path_and_name_and_type", f"{data / 'query1.scp'},query1,npy") == 0
     assert sorted(p.name for p in out.glob("*.scp")) == ["spk1.scp"]  # NIT noise heads are not outputs
@@ -103,15 +90,15 @@ def test_one_query_gives_one_output_of_the_input_length(tmp_path, data):
     assert np.abs(rem - est).max() > 1e-3
 
 
-def test_pit_model_writes_all_outputs(tmp_path, data):
-    exp = _experiment(tmp_path, "train_enh_pit.yaml")
+def test_pit_model_writes_all_outputs(make_experiment, tmp_path, data):
+    exp = make_experiment(tmp_path, "train_enh_pit.yaml")
     out = tmp_path / "infer"
     assert _infer(exp, data, out) == 0
     assert sorted(p.name for p in out.glob("*.scp")) == ["spk1.scp", "spk2.scp"]
 
 
-def test_inference_errors_are_one_line(tmp_path, data, capsys):
-    exp = _experiment(tmp_path, "train_enh_clipsep.yaml")
+def test_inference_errors_are_one_line(make_experiment, tmp_path, data, capsys):
+    exp = make_experiment(tmp_path, "train_enh_clipsep.yaml")
     capsys.readouterr()
     assert _infer(exp, data, tmp_path / "o", "--data_path_and_name_and_type", f"{tmp_path / 'nope.scp'},query1,npy") == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -129,15 +116,15 @@ def test_inference_errors_are_one_line(tmp_path, data, capsys):
     assert not (tmp_path / "o" / "spk1.scp").exists()
 
 
-def test_pack_reloads_identically_through_the_model_zoo(tmp_path):
-    exp = _experiment(tmp_path, "train_enh_clipsep_nit.yaml")
+def test_pack_reloads_identically_through_the_model_zoo(make_experiment, tmp_path):
+    exp = make_experiment(tmp_path, "train_enh_clipsep_nit.yaml")
     (tmp_path / "RESULTS.md").write_text("# results\n")
     zip_path = tmp_path / "packed.zip"
     assert pack_main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / "model.pth"),
                       "--outpath", str(zip_path), "--option", str(tmp_path / "RESULTS.md")]) == 0
     names = zipfile.ZipFile(zip_path).namelist()
     assert "meta.yaml" in names and any(n.endswith("RESULTS.md") for n in names)
-    assert verify_pack(zip_path, exp / "model.pth") == len(torch.load(exp / "model.pth", weights_only=True))
+    assert verify_pack(CLIPSepTask, zip_path, exp / "model.pth") == (len(torch.load(exp / "model.pth", weights_only=True)), 0)
     info = unpack_model(zip_path, tmp_path / "cache")
     model, _ = CLIPSepTask.build_model_from_file(info["train_config"], info["model_file"], "cpu")
     assert type(model).__name__ == "CLIPSepEnhancementModel" and len(model.separator.noise_heads) == 2
@@ -146,7 +133,7 @@ def test_pack_reloads_identically_through_the_model_zoo(tmp_path):
     other = CLIPSepTask.build_model(argparse.Namespace(**yaml.safe_load((exp / "config.yaml").read_text())))
     torch.save(other.state_dict(), tmp_path / "other.pth")
     with pytest.raises(ValueError, match="differs"):
-        verify_pack(zip_path, tmp_path / "other.pth")
+        verify_pack(CLIPSepTask, zip_path, tmp_path / "other.pth")
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt"])
@@ -168,21 +155,6 @@ def test_symlink_members_are_refused(tmp_path):
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(ValueError, match="link or special file"):
         check_archive(bad)
-
-
-def test_label_ids(tmp_path, capsys):
-    (tmp_path / "train").write_text("a violin\nb cat\nc violin\n")
-    (tmp_path / "test").write_text("x cat\n")
-    (tmp_path / "bad").write_text("y dog\n")
-    lst = tmp_path / "labels.txt"
-    assert label_ids_main(["--label_list", str(lst), "--utt2label", str(tmp_path / "train"), "--output_dir",
-                           str(tmp_path / "tr"), "--utt2label", str(tmp_path / "test"), "--output_dir", str(tmp_path / "te")]) == 0
-    assert lst.read_text() == "cat\nviolin\n"
-    scp = read_table(tmp_path / "tr" / "label.scp")
-    assert [int(np.load(scp[k])[0]) for k in "abc"] == [1, 0, 1]
-    assert np.load(read_table(tmp_path / "te" / "label.scp")["x"]).dtype == np.int64
-    assert label_ids_main(["--label_list", str(lst), "--utt2label", str(tmp_path / "bad"), "--output_dir", str(tmp_path / "b")]) == 2
-    assert "label 'dog' is not in" in capsys.readouterr().err
 
 
 def test_spawned_workers_see_the_registration():

@@ -7,7 +7,7 @@ import torch
 import yaml
 from espnet2.tasks.enh import EnhancementTask
 
-from espnet2.enh.clipsep.clipsep_separator import CLIPSepSeparator
+from espnet2.enh.clipsep.separator.clipsep_separator import CLIPSepSeparator
 from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
 from espnet2.enh.clipsep.task import CLIPSepTask
 

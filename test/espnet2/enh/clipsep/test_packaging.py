@@ -62,8 +62,8 @@ def test_regular_install_merges_into_espnet_and_uninstall_leaves_it(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert HOOK_PTH in names and "espnet_clipsep_hook.py" in names
-    assert "espnet2/enh/clipsep/clipsep_separator.py" in names
-    assert "espnet2/enh/clipsep/clip_configs/clipsep-tiny.json" in names
+    assert "espnet2/enh/clipsep/separator/clipsep_separator.py" in names
+    assert "espnet2/enh/clipsep/clip/configs/clipsep-tiny.json" in names
     assert not any(n in names for n in ("espnet2/__init__.py", "espnet2/enh/__init__.py"))
     assert not any(n.startswith(("test/", "egs2/")) for n in names)
 
@@ -91,7 +91,7 @@ print(sys.modules[t.separator_choices.get_class('clipsep').__module__].__file__)
     task_file, ours, separator_file = out.stdout.split("\n")[-4:-1]
     assert Path(task_file) == site / "espnet2/tasks/enh.py"
     assert Path(ours) == site / "espnet2/enh/clipsep/__init__.py"
-    assert Path(separator_file) == site / "espnet2/enh/clipsep/clipsep_separator.py"
+    assert Path(separator_file) == site / "espnet2/enh/clipsep/separator/clipsep_separator.py"
 
     # Uninstalling removes what RECORD lists: our files only, never ESPnet's.
     (record,) = site.glob("espnet_clipsep-*.dist-info/RECORD")

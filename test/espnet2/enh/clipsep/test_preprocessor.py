@@ -1,13 +1,12 @@
 import argparse
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
 from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
-from espnet2.enh.clipsep.query import center_frames
+from espnet2.enh.clipsep.clip.image_query import center_frames
 from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
 from espnet2.enh.clipsep.task import CLIPSepTask
 

@@ -30,8 +30,8 @@ from espnet2.enh.decoder.stft_decoder import STFTDecoder
 from espnet2.enh.encoder.stft_encoder import STFTEncoder
 from espnet2.enh.loss.wrappers.fixed_order import FixedOrderSolver
 
-from espnet2.enh.clipsep.clipsep_separator import CLIPSepSeparator
-from espnet2.enh.clipsep.loss import WeightedBCEMaskLoss
+from espnet2.enh.clipsep.separator.clipsep_separator import CLIPSepSeparator
+from espnet2.enh.clipsep.loss.criterions.weighted_bce import WeightedBCEMaskLoss
 from espnet2.enh.clipsep.model import CLIPSepEnhancementModel
 
 FS = 16000

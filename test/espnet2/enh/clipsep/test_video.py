@@ -1,7 +1,6 @@
 """espnet2.enh.clipsep.video: probing, 16 kHz mono audio, 1-fps 224x224 frames, typed rejections, reuse."""
 
 import pickle
-import shutil
 import subprocess
 
 import numpy as np
@@ -17,13 +16,11 @@ from espnet2.enh.clipsep.video import (
     is_silent,
     probe,
 )
-from lavfi_video import make_video
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
+def videos(make_video, tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
     corrupt = d / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())

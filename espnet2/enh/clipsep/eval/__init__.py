@@ -1,0 +1,1 @@
+"""Evaluation of separated audio: per-item scoring and the results report."""

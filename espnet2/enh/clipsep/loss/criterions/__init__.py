@@ -1,0 +1,1 @@
+"""Loss criteria (``criterion_choices``)."""

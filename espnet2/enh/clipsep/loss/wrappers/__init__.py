@@ -1,0 +1,1 @@
+"""Loss wrappers (``loss_wrapper_choices``)."""

@@ -1,0 +1,285 @@
+"""CLIPSep separator: a U-Net's k intermediate masks mixed by per-source query vectors.
+
+One class covers the paper's systems through constructor kwargs:
+
+* CLIPSep (``query_type: clip``): each source's CLIP embedding is projected to q in (0, 1)^k, and its mask is
+  ``sigmoid(sum_k scale_k * q_k * U_k + bias)``.
+* CLIPSep-NIT (``num_noise_heads: 2``): noise heads map the mean of the pre-sigmoid query projections to extra
+  masks that soak up off-screen sounds during training (see ``loss.NoiseInvariantSolver``); they never become
+  outputs, and are returned in ``others`` only for the loss (``mask_nit{j}``) and, with ``return_noise``, as
+  signals (``nit{j}``).
+* LabelSep (``query_type: label``): a learned embedding per label id replaces the CLIP embedding.
+* PIT (``query_type: none``): the same U-Net with a 1x1 head to ``num_spk`` masks and no query.
+
+Queries reach the separator through ``additional["query{n}"]`` (our model subclass forwards the data files'
+``query{n}`` / ``text_query{n}`` entries): ``(B, D)`` embeddings, ``(B, Q, D)`` to combine Q queries by their
+mean, or label ids ``(B,)``/``(B, 1)`` for LabelSep. The number of outputs is the number of queries given, so a
+single text query at inference gives one output. CLIPSep-Hybrid's train-time modality mix is
+``text_query_prob``: per example and source, the text embedding ``text_query{n}`` replaces ``query{n}``.
+
+Reference:
+    H.-W. Dong, N. Takahashi, Y. Mitsufuji, J. McAuley, T. Berg-Kirkpatrick, "CLIPSep: Learning
+    Text-queried Sound Separation with Noisy Unlabeled Videos", ICLR 2023.
+"""
+
+import math
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.enh.separator.abs_separator import AbsSeparator
+from typeguard import typechecked
+
+from espnet2.enh.clipsep.separator.freq_warp import log_freq_unwarp, log_freq_warp
+from espnet2.enh.clipsep.separator.unet import UNet
+
+__all__ = [
+    "MASK_TYPES",
+    "NOISE_MASK_KEY",
+    "NOISE_SIGNAL_KEY",
+    "QUERY_KEY",
+    "QUERY_TYPES",
+    "TEXT_QUERY_KEY",
+    "CLIPSepSeparator",
+]
+
+QUERY_TYPES = ("clip", "label", "none")
+MASK_TYPES = ("soft", "binary")
+QUERY_KEY = "query{}"
+TEXT_QUERY_KEY = "text_query{}"
+NOISE_MASK_KEY = "mask_nit{}"
+NOISE_SIGNAL_KEY = "nit{}"
+
+
+class CLIPSepSeparator(AbsSeparator):
+    """Query-conditioned mask separator over a log-frequency U-Net (CLIPSep, CLIPSep-NIT, LabelSep, PIT).
+
+    Args:
+        input_dim: Linear frequency bins of the STFT encoder (513 for n_fft 1024).
+        num_spk: Number of sources per training mixture (= queries per mixture; PIT: number of outputs).
+        query_type: ``clip`` (embedding queries), ``label`` (LabelSep) or ``none`` (PIT).
+        query_dim: Dimension of the query embeddings (512 for CLIP ViT-B/32).
+        num_labels: Number of label ids for ``query_type: label``.
+        num_masks: k, the number of intermediate U-Net masks.
+        unet_channels: Width of the U-Net's first level (ngf).
+        unet_layers: Number of U-Net levels; time is padded internally to a multiple of 2**unet_layers.
+        warp_bins: Log-frequency bins the magnitude is warped to before the U-Net.
+        num_noise_heads: Noise heads for noise invariant training (CLIPSep-NIT: 2; 0 disables).
+        return_noise: Also return the noise heads' signals in ``others["nit{j}"]``.
+        mask_type: ``soft`` masks, or ``binary`` (mask > mask_threshold) for the separated outputs at
+            inference; the loss always sees the soft masks.
+        mask_threshold: Threshold for ``mask_type: binary``.
+        remove: At inference, output everything but the query (mask 1 - M).
+        text_query_prob: In training, the probability that a source's query is its ``text_query{n}``
+            instead of ``query{n}`` (0: CLIPSep; 0.5: CLIPSep-Hybrid). A config probability per example and
+            source, not a step schedule.
+        eps: Added to the magnitude before the log.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_dim: int,
+        num_spk: int = 2,
+        query_type: str = "clip",
+        query_dim: int = 512,
+        num_labels: int = 0,
+        num_masks: int = 32,
+        unet_channels: int = 64,
+        unet_layers: int = 7,
+        warp_bins: int = 256,
+        num_noise_heads: int = 0,
+        return_noise: bool = False,
+        mask_type: str = "soft",
+        mask_threshold: float = 0.5,
+        remove: bool = False,
+        text_query_prob: float = 0.0,
+        eps: float = 1e-10,
+    ):
+        super().__init__()
+        if query_type not in QUERY_TYPES:
+            raise ValueError(f"query_type must be one of {QUERY_TYPES}, got {query_type!r}")
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
+        if num_spk < 1:
+            raise ValueError(f"num_spk must be >= 1, got {num_spk}")
+        if query_type == "label" and num_labels < 1:
+            raise ValueError("query_type 'label' (LabelSep) needs num_labels >= 1")
+        if query_type == "none" and num_noise_heads:
+            raise ValueError("noise heads (NIT) need query heads; query_type 'none' (PIT) has none")
+        if num_noise_heads and num_noise_heads != num_spk:
+            raise ValueError(f"num_noise_heads ({num_noise_heads}) must equal num_spk ({num_spk}) for NIT")
+        if not 0.0 <= text_query_prob <= 1.0:
+            raise ValueError(f"text_query_prob must be in [0, 1], got {text_query_prob}")
+        if text_query_prob and query_type != "clip":
+            raise ValueError("text_query_prob needs embedding queries (query_type 'clip')")
+        if warp_bins % (2**unet_layers):
+            raise ValueError(f"warp_bins ({warp_bins}) must be divisible by 2**unet_layers ({2**unet_layers})")
+
+        self._num_spk = num_spk
+        self.input_dim = input_dim
+        self.query_type = query_type
+        self.warp_bins = warp_bins
+        self.time_multiple = 2**unet_layers
+        self.return_noise = return_noise
+        self.mask_type = mask_type
+        self.mask_threshold = mask_threshold
+        self.remove = remove
+        self.text_query_prob = text_query_prob
+        self.eps = eps
+
+        self.unet = UNet(in_channels=1, out_channels=num_masks, ngf=unet_channels, num_layers=unet_layers)
+        if query_type == "none":
+            self.pit_head = torch.nn.Conv2d(num_masks, num_spk, kernel_size=1)
+        else:
+            if query_type == "label":
+                self.label_embedding = torch.nn.Embedding(num_labels, query_dim)
+            self.query_proj = torch.nn.Linear(query_dim, num_masks)
+            self.noise_heads = torch.nn.ModuleList(
+                torch.nn.Linear(num_masks, num_masks) for _ in range(num_noise_heads)
+            )
+            self.mask_scale = torch.nn.Parameter(torch.ones(num_masks))
+            self.mask_bias = torch.nn.Parameter(torch.zeros(1))
+        self._reference_init()
+
+    def _reference_init(self) -> None:
+        # Initialisation of the reference implementation (inherited from Sound of Pixels).
+        for m in self.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, 0.0, 0.001)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                torch.nn.init.normal_(m.weight, 1.0, 0.02)
+                torch.nn.init.zeros_(m.bias)
+            elif isinstance(m, torch.nn.Linear):
+                torch.nn.init.normal_(m.weight, 0.0, 0.0001)
+
+    @property
+    def num_spk(self) -> int:
+        return self._num_spk
+
+    # ----------------------------------------------------------------------------------------------
+    def audio_features(self, input: torch.Tensor) -> torch.Tensor:
+        """U-Net feature maps of the mixture.
+
+        Args:
+            input: Mixture STFT ``(B, T, F)``, complex (or a real magnitude).
+
+        Returns:
+            Tensor ``(B, k, warp_bins, T)``.
+        """
+        if input.dim() != 3:
+            raise ValueError(f"CLIPSepSeparator expects a single-channel (B, T, F) STFT, got {tuple(input.shape)}")
+        mag = input.abs() if torch.is_complex(input) else input
+        x = torch.log(log_freq_warp(mag.float() + self.eps, self.warp_bins))  # (B, T, Fw)
+        num_frames = x.shape[1]
+        pad = -num_frames % self.time_multiple
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad), value=math.log(self.eps))  # silence
+        feats = self.unet(x.transpose(1, 2).unsqueeze(1))  # (B, k, Fw, T')
+        return feats[..., :num_frames]
+
+    def select_queries(self, additional: Optional[Dict]) -> List[torch.Tensor]:
+        """The ``query{n}`` tensors of ``additional``, with the train-time text/image mix applied."""
+        additional = additional or {}
+        queries = []
+        while QUERY_KEY.format(len(queries) + 1) in additional:
+            queries.append(additional[QUERY_KEY.format(len(queries) + 1)])
+        if not queries:
+            raise ValueError(
+                "CLIPSepSeparator needs query embeddings in additional['query1'], ['query2'], ... "
+                "(train and infer through espnet2.enh.clipsep's task, which forwards them)"
+            )
+        if not (self.training and self.text_query_prob > 0):
+            return queries
+        mixed = []
+        for n, q in enumerate(queries, 1):
+            text = additional.get(TEXT_QUERY_KEY.format(n))
+            if text is None:
+                raise ValueError(f"text_query_prob > 0 needs text_query{n} next to query{n} in the data")
+            pick = torch.rand(q.shape[0], device=q.device) < self.text_query_prob
+            mixed.append(torch.where(pick.view(-1, *([1] * (q.dim() - 1))), text.to(q.dtype), q))
+        return mixed
+
+    def query_logits(self, additional: Optional[Dict]) -> List[torch.Tensor]:
+        """Pre-sigmoid query vectors, one ``(B, k)`` tensor per ``query{n}`` in ``additional``."""
+        queries = self.select_queries(additional)
+        logits = []
+        for n, q in enumerate(queries, 1):
+            if self.query_type == "label":
+                ids = q.long().reshape(q.shape[0], -1)[:, 0]
+                if ids.min() < 0 or ids.max() >= self.label_embedding.num_embeddings:
+                    raise ValueError(
+                        f"query{n}: label id out of range [0, {self.label_embedding.num_embeddings})"
+                    )
+                emb = self.label_embedding(ids)
+            else:
+                if q.dim() == 3:  # (B, Q, D): several queries combined by their mean embedding
+                    q = q.mean(dim=1)
+                if q.dim() != 2 or q.shape[-1] != self.query_proj.in_features:
+                    raise ValueError(
+                        f"query{n}: expected (B, {self.query_proj.in_features}) or (B, Q, "
+                        f"{self.query_proj.in_features}) embeddings, got {tuple(q.shape)}"
+                    )
+                emb = q.to(self.query_proj.weight.dtype)
+            logits.append(self.query_proj(emb))
+        return logits
+
+    def _synthesize(self, feats: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        # feats (B, k, Fw, T), vec (B, k) in (0, 1) -> mask (B, T, Fw)
+        logit = torch.einsum("bk,bkft->btf", vec * self.mask_scale, feats) + self.mask_bias
+        return torch.sigmoid(logit)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        ilens: torch.Tensor,
+        additional: Optional[Dict] = None,
+    ) -> Tuple[List[torch.Tensor], torch.Tensor, OrderedDict]:
+        """Separate one source per query.
+
+        Args:
+            input: Mixture STFT ``(B, T, F)`` (complex).
+            ilens: Frame counts ``(B,)``.
+            additional: ``query1..queryN`` (see the module docstring); ignored for PIT.
+
+        Returns:
+            masked: N tensors ``(B, T, F)``, the mixture STFT times each linear-frequency mask.
+            ilens: ``(B,)``.
+            others: ``mask_spk{n}`` soft masks on the warped grid ``(B, T, warp_bins)`` (what the loss
+                sees); with noise heads ``mask_nit{j}`` likewise, and ``nit{j}`` ``(B, T, F)`` if
+                ``return_noise``.
+        """
+        feats = self.audio_features(input)
+        others = OrderedDict()
+        if self.query_type == "none":
+            logit = self.pit_head(feats)  # (B, N, Fw, T)
+            masks = list(torch.sigmoid(logit).permute(1, 0, 3, 2).unbind(0))
+        else:
+            logits = self.query_logits(additional)
+            masks = [self._synthesize(feats, torch.sigmoid(z)) for z in logits]
+            if len(self.noise_heads):
+                # The NIT loss pairs each query with one noise head; at inference any number of queries
+                # works (the heads only see the mean query logit and never become outputs).
+                if self.training and len(logits) != len(self.noise_heads):
+                    raise ValueError(
+                        f"NIT training needs one query per noise head: {len(self.noise_heads)} noise heads, "
+                        f"got {len(logits)} queries"
+                    )
+                mixture_logit = torch.stack(logits).mean(dim=0)
+                for j, head in enumerate(self.noise_heads, 1):
+                    noise_mask = self._synthesize(feats, torch.sigmoid(head(mixture_logit)))
+                    others[NOISE_MASK_KEY.format(j)] = noise_mask
+                    if self.return_noise:
+                        others[NOISE_SIGNAL_KEY.format(j)] = input * log_freq_unwarp(noise_mask, input.shape[-1])
+        masked = []
+        for n, mask in enumerate(masks, 1):
+            others[f"mask_spk{n}"] = mask
+            linear = log_freq_unwarp(mask, input.shape[-1])
+            if not self.training:
+                if self.mask_type == "binary":
+                    linear = (linear > self.mask_threshold).to(linear.dtype)
+                if self.remove:
+                    linear = 1.0 - linear
+            masked.append(input * linear)
+        return masked, ilens, others
