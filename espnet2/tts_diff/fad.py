@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from typeguard import typechecked
 
+from espnet2.enh.clipsep.errors import first_line
 from espnet2.tts_diff.probe import frechet_distance
 
 VGGISH_FS = 16000
@@ -127,8 +128,7 @@ def load_vggish(path: Union[str, os.PathLike], device: str = "cpu") -> VGGish:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{path}: not VGGish weights ({first})") from err
+        raise ValueError(f"{path}: not VGGish weights ({first_line(err)})") from err
     return model.to(device).eval()
 
 

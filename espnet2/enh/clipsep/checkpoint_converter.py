@@ -27,6 +27,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from espnet2.enh.clipsep.errors import first_line
 from espnet2.enh.clipsep.separator.unet import UNet
 
 __all__ = [
@@ -224,8 +225,8 @@ def load_reference_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle.UnpicklingError, RuntimeError (not a zip / truncated), ...
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise ValueError(f"{path}: cannot read as a weights-only checkpoint ({type(err).__name__}: {first})")
+        problem = f"cannot read as a weights-only checkpoint ({type(err).__name__}: {first_line(err, 200)})"
+        raise ValueError(f"{path}: {problem}") from None
     for key in ("state_dict", "model", "net"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from PIL import Image
 
 from espnet2.tts_diff.bin import generate as cli
 from espnet2.tts_diff.generate import GenerationError, GenerationWarning, Generator
@@ -80,7 +81,6 @@ def assets(tmp_path_factory):
         del conf["tts_conf"]["vocoder_conf"]
         (gl / "config.yaml").write_text(yaml.safe_dump(conf))
         torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("tts.vocoder.")}, gl / "model.pth")
-        Image = pytest.importorskip("PIL.Image")
         Image.new("RGB", (48, 48), (220, 30, 30)).save("red.png")
         Path("frames").mkdir()
         for i, c in enumerate([(0, 0, 0), (0, 0, 250), (0, 250, 0), (250, 0, 0), (9, 9, 9)]):

@@ -196,19 +196,29 @@ def test_one_step_training_embeds_the_vocoder_and_round_trips(tmp_path):
 
 
 def test_spawned_workers_reimport_the_registering_module():
-    """A spawned worker unpickles TTSDiffTask.main_worker, which imports espnet2.tts_diff.task: that registers."""
-    import importlib
+    """A spawned worker unpickles TTSDiffTask.main_worker, which imports espnet2.tts_diff.task: that registers.
+
+    Checked in a fresh interpreter (as a spawned worker is) with the start-up hook off, so only the import of
+    espnet2.tts_diff.task can register ``clipsonic``; this interpreter's modules are left alone.
+    """
     import pickle
 
-    from espnet2.tasks import tts as tts_task
-
-    import espnet2.tts_diff.task as task_module
-
-    assert b"espnet2.tts_diff.task" in pickle.dumps(TTSDiffTask.main_worker)
-    removed = tts_task.tts_choices.classes.pop("clipsonic")
-    try:
-        importlib.reload(task_module)
-        assert tts_task.tts_choices.classes["clipsonic"] is CLIPSonic
-        assert pickle.loads(pickle.dumps(task_module.TTSDiffTask.main_worker)).__self__ is task_module.TTSDiffTask
-    finally:
-        tts_task.tts_choices.classes["clipsonic"] = removed
+    payload = pickle.dumps(TTSDiffTask.main_worker)
+    assert b"espnet2.tts_diff.task" in payload
+    code = """
+import pickle, sys
+from espnet2.tasks import tts
+assert "clipsonic" not in tts.tts_choices.classes, "the start-up hook should be off"
+assert "espnet2.tts_diff.task" not in sys.modules
+main_worker = pickle.loads(sys.stdin.buffer.read())
+assert "clipsonic" in tts.tts_choices.classes  # registered by the unpickling alone
+import espnet2.tts_diff.task as task_module
+from espnet2.tts_diff.model import CLIPSonic
+assert tts.tts_choices.classes["clipsonic"] is CLIPSonic
+assert main_worker.__self__ is task_module.TTSDiffTask
+print("ok")
+"""
+    env = dict(os.environ, ESPNET_CLIPSEP_AUTOREGISTER="0")
+    proc = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().split()[-1] == "ok"

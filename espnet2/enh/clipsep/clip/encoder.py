@@ -22,6 +22,7 @@ import torch
 from typeguard import typechecked
 
 from espnet2.enh.clipsep.clip.image_query import ImageLike, load_image
+from espnet2.enh.clipsep.errors import first_line
 
 # The 4 prompt templates of the CLIPSep paper (its evaluation script used 5 with one duplicated).
 CLIPSEP_TEMPLATES = (
@@ -153,7 +154,7 @@ class CLIPQueryEncoder:
             if self.pretrained is not None and Path(self.pretrained).is_file():
                 raise ValueError(
                     f"{self.pretrained}: cannot load as CLIP {self.model_name} checkpoint "
-                    f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+                    f"({type(err).__name__}: {first_line(err, 200)})"
                 ) from err
             if self.pretrained is not None:
                 raise RuntimeError(self._missing_weights_message(err)) from err

@@ -18,38 +18,68 @@ def test_no_espnet_package_inits_in_repo():
     assert not (REPO / "espnet2" / "enh" / "__init__.py").exists()
 
 
-def test_editable_install_origins():
-    import espnet2.enh.clipsep
-    import espnet2.tasks.enh
-    import espnet2.tts_diff
-
-    espnet_root = Path(espnet2.__file__).resolve().parent
-    assert REPO not in Path(espnet2.tasks.enh.__file__).resolve().parents
-    assert Path(espnet2.tasks.enh.__file__).resolve().parent.parent == espnet_root
-    assert Path(espnet2.enh.clipsep.__file__).resolve() == REPO / "espnet2/enh/clipsep/__init__.py"
-    assert Path(espnet2.tts_diff.__file__).resolve() == REPO / "espnet2/tts_diff/__init__.py"
-    assert (Path(sysconfig.get_paths()["purelib"]) / HOOK_PTH).is_file()
+def _copy_sources(dst: Path) -> Path:
+    """What setup.py packages, copied out of the checkout: builds and installs never touch the work tree."""
+    dst.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "espnet_clipsep_hook.py"):
+        shutil.copy(REPO / name, dst / name)
+    # The whole espnet2/ of the repo (only our subpackages live there): a stray espnet2/__init__.py would show.
+    shutil.copytree(REPO / "espnet2", dst / "espnet2", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
 
 
-def test_editable_install_sees_new_files(tmp_path):
-    probe = REPO / "espnet2" / "enh" / "clipsep" / "_probe_editable.py"
+def _prefix_site(prefix: Path) -> Path:
+    return Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
+
+
+def _dep_paths(site: Path):
+    """site-packages dirs of this interpreter (ESPnet, torch, ...) without processing their .pth files."""
+    return [p for p in sys.path if p.endswith("site-packages") and Path(p) != site]
+
+
+def test_editable_install_origins_and_new_files(tmp_path):
+    """pip install -e of a copy of the work tree: our subpackages (and files added after the install) resolve to
+    that tree, espnet2.tasks stays ESPnet's, and the start-up hook's .pth registers from the tree."""
+    src = _copy_sources(tmp_path / "src")
+    prefix = tmp_path / "prefix"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--ignore-installed",
+         "--no-cache-dir", "--prefix", str(prefix), "-e", str(src)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
+    site = _prefix_site(prefix)
+    assert (site / HOOK_PTH).is_file()
+    assert not (site / "espnet2").exists()  # nothing copied: the finder points at the tree
+    # A module added to the tree after installing is importable without reinstalling.
+    probe = src / "espnet2" / "enh" / "clipsep" / "_probe_editable.py"
     probe.write_text("VALUE = 42\n")
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", "import espnet2.enh.clipsep._probe_editable as p; print(p.VALUE, p.__file__)"],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()
-    finally:
-        probe.unlink()
-    assert out[0] == "42" and Path(out[1]).resolve() == probe
+    code = f"""
+import site, sys
+sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + {_dep_paths(site)!r}
+sys.path.insert(0, {str(site)!r})
+site.addsitedir({str(site)!r})          # processes the editable finder's and our hook's .pth files
+import espnet2, espnet2.tasks.enh as t, espnet2.enh.clipsep as c, espnet2.tts_diff as d, espnet_clipsep_hook as h
+import espnet2.enh.clipsep._probe_editable as p
+print(espnet2.__file__); print(t.__file__); print(c.__file__); print(d.__file__); print(h.__file__)
+print(sys.modules[t.separator_choices.get_class('clipsep').__module__].__file__)
+print(p.VALUE); print(p.__file__)
+"""
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "ESPNET_CLIPSEP_AUTOREGISTER": "1"}
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    espnet_init, task_file, ours, tts_diff, hook, separator_file, value, probe_file = out.stdout.split("\n")[-9:-1]
+    espnet_root = Path(espnet2.__file__).resolve().parent
+    assert Path(espnet_init).resolve() == espnet_root / "__init__.py"
+    assert Path(task_file).resolve() == espnet_root / "tasks" / "enh.py"
+    assert Path(ours).resolve() == src / "espnet2/enh/clipsep/__init__.py"
+    assert Path(tts_diff).resolve() == src / "espnet2/tts_diff/__init__.py"
+    assert Path(hook).resolve() == src / "espnet_clipsep_hook.py"
+    assert Path(separator_file).resolve() == src / "espnet2/enh/clipsep/separator/clipsep_separator.py"
+    assert value == "42" and Path(probe_file).resolve() == probe
 
 
 def _build_wheel(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md", "espnet_clipsep_hook.py"):
-        shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "espnet2", src / "espnet2", ignore=shutil.ignore_patterns("__pycache__"))
+    src = _copy_sources(tmp_path / "src")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
         check=True, capture_output=True,
@@ -69,13 +99,13 @@ def test_regular_install_merges_into_espnet_and_uninstall_leaves_it(tmp_path):
 
     # A site-packages holding ESPnet's espnet2 (a copy), then a real pip install of the wheel into it.
     prefix = tmp_path / "prefix"
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
+    site = _prefix_site(prefix)
     shutil.copytree(Path(espnet2.__file__).parent, site / "espnet2", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", "--prefix", str(prefix), str(wheel)],
         check=True, capture_output=True,
     )
-    deps = [p for p in sys.path if p.endswith("site-packages") and Path(p) != site]
+    deps = _dep_paths(site)
     code = f"""
 import site, sys
 sys.path[:] = [p for p in sys.path if 'site-packages' not in p] + {deps!r}
@@ -86,7 +116,7 @@ print(t.__file__); print(c.__file__)
 print(sys.modules[t.separator_choices.get_class('clipsep').__module__].__file__)
 """
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "ESPNET_CLIPSEP_AUTOREGISTER": "1"}
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     task_file, ours, separator_file = out.stdout.split("\n")[-4:-1]
     assert Path(task_file) == site / "espnet2/tasks/enh.py"
