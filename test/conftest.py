@@ -98,3 +98,23 @@ class ClapSide:
 def clap_side() -> ClapSide:
     """See :class:`ClapSide`."""
     return ClapSide()
+
+
+def _changed_paths() -> set:
+    """Paths git sees as new or modified in the checkout (ignored ones too: a test must not write even there)."""
+    out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    ours = (".venv/", "__pycache__/", ".egg-info/")
+    return {line[3:] for line in out.stdout.splitlines() if not any(p in line for p in ours)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def source_tree_stays_clean():
+    """Fail the session's last test when any test wrote into the checkout (tests write only under tmp_path)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        yield
+        return
+    before = _changed_paths()
+    yield
+    written = sorted(_changed_paths() - before)
+    assert not written, f"tests wrote into the source tree: {written[:10]}"
