@@ -35,8 +35,8 @@ def archive_members(path: PathLike) -> Tuple[Tuple[str, bool], ...]:
     try:
         with tarfile.open(path) as tf:
             return tuple((m.name, m.isfile() or m.isdir()) for m in tf.getmembers())
-    except tarfile.TarError as err:
-        raise ValueError(f"{path}: not a zip or tar model archive ({err})") from None
+    except tarfile.TarError:  # its message lists every compression tried, one per line
+        raise ValueError(f"{path}: not a zip or tar model archive") from None
 
 
 def check_archive(path: PathLike) -> None:

@@ -151,7 +151,7 @@ def open_audio(path: PathLike, workdir: Path) -> AudioInfo:
     """Check an audio file completely (one streaming pass) before anything is separated or written.
 
     Raises:
-        SeparationError: missing, a directory, not audio, corrupt or truncated, 0 samples, NaN/Inf samples,
+        SeparationError: missing, a directory, not a regular file (a pipe, a device), not audio, corrupt or truncated, 0 samples, NaN/Inf samples,
             more than 8 channels, a sample rate outside [1 kHz, 768 kHz].
     """
     import soundfile
@@ -161,6 +161,8 @@ def open_audio(path: PathLike, workdir: Path) -> AudioInfo:
         raise SeparationError(f"{path}: file not found")
     if path.is_dir():
         raise SeparationError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():  # reading a named pipe or a device would wait, or never end
+        raise SeparationError(f"{path}: not a regular file (a pipe, device or socket); give an audio file")
     readable = path
     try:
         info = soundfile.info(str(path))

@@ -380,6 +380,7 @@ class Separator:
         rate = check_rate_and_channels(sample_rate, x.shape[0], "waveform")
         if x.shape[1] == 0:
             raise SeparationError("waveform: no samples (0 frames)")
+        self._check_length(x.shape[1], rate, "waveform")
         stats = AudioStats(x.shape[0])
         stats.update(x, "waveform")
         queries = self.encode_queries(query, image, embedding)
@@ -411,6 +412,16 @@ class Separator:
             names.add(name)
             out.append(Path(output_dir) / f"{name}.{audio_format}")
         return out
+
+    def _check_length(self, frames: int, rate: int, name: str) -> None:
+        """Refuse an input shorter than one STFT frame of the model: there is nothing to separate."""
+        length = resampled_length(frames, rate, self.fs)
+        if length < self.n_fft:
+            at = f" ({length} at the model's {self.fs} Hz)" if rate != self.fs else ""
+            raise SeparationError(
+                f"{name}: {frames} samples at {rate} Hz{at}: shorter than one STFT frame of the model "
+                f"({self.n_fft} samples at {self.fs} Hz, {1000 * self.n_fft / self.fs:.0f} ms)"
+            )
 
     def separate_file(
         self,
@@ -454,6 +465,7 @@ class Separator:
                     raise SeparationError(f"{p}: output file exists (pass --overwrite to replace it)")
         with tempfile.TemporaryDirectory(prefix="clipsep-separate-") as work:
             audio = open_audio(path, Path(work))
+            self._check_length(audio.frames, audio.sample_rate, str(audio.path))
             check_output_dir(output_dir)
             channels = audio.channels if per_channel else 1
             out_rate = audio.sample_rate if keep_input_rate else self.fs

@@ -187,6 +187,8 @@ def _nan(kind):
 BAD_AUDIO = {
     "missing_file": (None, "file not found"),
     "directory": ("dir", "is a directory"),
+    "named_pipe": ("fifo", "not a regular file (a pipe, device or socket)"),
+    "shorter_than_one_stft_frame": (_wav_bytes(_signal(300 / FS)), "300 samples at 16000 Hz: shorter than one STFT frame"),
     "not_audio": (b"hello, I am text\n" * 20, "not a readable audio file"),
     "truncated_wav": (_wav_bytes(_signal(1.0))[:12000], "truncated audio"),
     "corrupt_flac": ("flac", "corrupt or truncated audio"),
@@ -205,6 +207,8 @@ def test_bad_audio_input(model, loaded_once, tmp_path, capsys, case):
     path = tmp_path / ("in.flac" if content == "flac" else "in.wav")
     if content == "dir":
         path.mkdir()
+    elif content == "fifo":
+        os.mkfifo(path)  # reading it would wait forever: refused before it is opened
     elif content == "flac":
         _corrupt_flac(path)
     elif content is not None:
@@ -273,6 +277,24 @@ def test_model_archive_with_a_member_escaping_the_target_dir(mix, tmp_path, caps
     assert rc == 2 and len(lines) == 1
     assert lines[0] == f"error: {bad}: archive member '../../escaped.txt' would be written outside the target directory"
     assert not list(tmp_path.parent.glob("escaped.txt")) and not (tmp_path / "zoo").exists()
+
+
+def test_model_archive_neither_zip_nor_tar_is_one_line(mix, tmp_path, capsys):
+    bad = tmp_path / "model.tar.gz"
+    bad.write_bytes(b"not an archive at all\n" * 50)
+    rc, lines = _cli(capsys, "--model", bad, "--cache_dir", tmp_path / "zoo", "--query", "x", mix, "-o", tmp_path / "o")
+    assert (rc, lines) == (2, [f"error: {bad}: not a zip or tar model archive"])
+
+
+def test_short_waveform_is_refused_with_its_length(model, loaded_once):
+    from espnet2.enh.clipsep.separate import SeparationError, Separator
+
+    sep = Separator.from_pretrained(model, device="cpu")
+    with pytest.raises(SeparationError, match=r"^waveform: 1 samples at 44100 Hz \(0 at the model's 16000 Hz\): shorter"):
+        sep(np.zeros(1, np.float32) + 0.1, 44100, query="violin")
+    with pytest.raises(SeparationError, match=rf"waveform: {sep.n_fft - 1} samples at 16000 Hz: shorter"):
+        sep(_signal((sep.n_fft - 1) / FS), FS, query="violin")
+    assert sep(_signal(sep.n_fft / FS), FS, query="violin").shape == (sep.n_fft,)  # one frame is enough
 
 
 class _Payload:
