@@ -1,23 +1,18 @@
-"""Recipe inference, packing and LabelSep ids on small random models written like training writes them."""
+"""Recipe inference (``bin/inference``) on small random models written like training writes them."""
 
-import argparse
 import os
 import pickle
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-import yaml
 
 from espnet2.enh.clipsep.bin.inference import main as inference_main
-from espnet2.enh.clipsep.bin.pack import main as pack_main
 from espnet2.enh.clipsep.files.kaldi_table import read_table
-from espnet2.enh.clipsep.files.pack import check_archive, unpack_model, verify_pack
 from espnet2.enh.clipsep.task import CLIPSepTask
 
 CONF = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf" / "tiny"
@@ -114,47 +109,6 @@ def test_inference_errors_are_one_line(make_experiment, tmp_path, data, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.pth: checkpoint needs pickle code execution to load; refused" in err[0]
     assert not (tmp_path / "o" / "spk1.scp").exists()
-
-
-def test_pack_reloads_identically_through_the_model_zoo(make_experiment, tmp_path):
-    exp = make_experiment(tmp_path, "train_enh_clipsep_nit.yaml")
-    (tmp_path / "RESULTS.md").write_text("# results\n")
-    zip_path = tmp_path / "packed.zip"
-    assert pack_main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / "model.pth"),
-                      "--outpath", str(zip_path), "--option", str(tmp_path / "RESULTS.md")]) == 0
-    names = zipfile.ZipFile(zip_path).namelist()
-    assert "meta.yaml" in names and any(n.endswith("RESULTS.md") for n in names)
-    assert verify_pack(CLIPSepTask, zip_path, exp / "model.pth") == (len(torch.load(exp / "model.pth", weights_only=True)), 0)
-    info = unpack_model(zip_path, tmp_path / "cache")
-    model, _ = CLIPSepTask.build_model_from_file(info["train_config"], info["model_file"], "cpu")
-    assert type(model).__name__ == "CLIPSepEnhancementModel" and len(model.separator.noise_heads) == 2
-
-    # A different model file does not verify.
-    other = CLIPSepTask.build_model(argparse.Namespace(**yaml.safe_load((exp / "config.yaml").read_text())))
-    torch.save(other.state_dict(), tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="differs"):
-        verify_pack(CLIPSepTask, zip_path, tmp_path / "other.pth")
-
-
-@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt"])
-def test_archive_members_outside_the_target_are_refused(tmp_path, member):
-    bad = tmp_path / "bad.zip"
-    with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr("meta.yaml", "files: {}\nyaml_files: {}\n")
-        zf.writestr(member, "x")
-    with pytest.raises(ValueError, match="outside the target directory"):
-        unpack_model(bad, tmp_path / "cache")
-    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "cache").exists()
-
-
-def test_symlink_members_are_refused(tmp_path):
-    bad = tmp_path / "link.zip"
-    with zipfile.ZipFile(bad, "w") as zf:
-        info = zipfile.ZipInfo("link")
-        info.external_attr = (0o120777 << 16)
-        zf.writestr(info, "/etc/passwd")
-    with pytest.raises(ValueError, match="link or special file"):
-        check_archive(bad)
 
 
 def test_spawned_workers_see_the_registration():
