@@ -4,7 +4,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from espnet2.enh.clipsep.bin.inference import main as inference_main
 from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.task import CLIPSepTask
 
-CONF = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf" / "tiny"
 FS = 16000
 
 
