@@ -27,23 +27,17 @@ def read_table(path: PathLike) -> Dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    try:
-        table = read_2columns_text(path)
-    except (RuntimeError, ValueError):  # a repeated key; a blank line (nothing to unpack)
-        table = None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    seen = set()
-    for lineno, line in enumerate(lines, 1):
+    seen = set()  # checked first, so that each problem is one line naming the file and the line
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split(maxsplit=1)
         if not parts:
             raise ValueError(f"{path}:{lineno}: blank line (one '<key> <value>' per line)")
-        key = parts[0]
         if len(parts) == 1:
-            raise ValueError(f"{path}:{lineno}: empty value for key {key!r}")
-        if key in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate key {key!r}")
-        seen.add(key)
-    return table
+            raise ValueError(f"{path}:{lineno}: empty value for key {parts[0]!r}")
+        if parts[0] in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate key {parts[0]!r}")
+        seen.add(parts[0])
+    return read_2columns_text(path)
 
 
 def write_table_atomic(path: PathLike, table: Dict[str, str]) -> None:
