@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.eval.scoring import (
+    BSS_BACKENDS,
     ItemJob,
     ItemResult,
     MixScores,
@@ -37,7 +38,7 @@ from espnet2.enh.clipsep.eval.scoring import (
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m espnet2.enh.clipsep.bin.score",
-        description="BSS-Eval v4 (museval, window=inf, target row) and SI-SDR scores of separated audio.",
+        description="BSS-Eval v4 (museval's window=inf values, target row) and SI-SDR scores of separated audio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--mix_scp", type=Path, required=True, help="mixture wav.scp ('<key> <audio>')")
@@ -63,6 +64,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="TSV of the mixtures' own scores (sdr_mix, si_sdr_mix), read if present and updated: items whose "
              "mixture and references are unchanged (same digest) reuse them instead of a second BSS-Eval call",
     )  # fmt: skip
+    parser.add_argument(
+        "--backend", default="fast", choices=BSS_BACKENDS,
+        help="fast: museval's values from the closed-form SDR and fast_bss_eval's projections (SIR, SAR); "
+             "museval: the museval call itself (slower; the reference the fast backend is tested against)",
+    )  # fmt: skip
     parser.add_argument("--nj", type=int, default=1, help="worker processes")
     parser.add_argument(
         "--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level"
@@ -77,6 +83,7 @@ def build_jobs(
     oracle_select: bool,
     allow_missing: bool,
     mix_cache: Optional[MixScores] = None,
+    backend: str = "fast",
 ) -> List[ItemJob]:
     """One :class:`ItemJob` per key, in sorted key order, after checking that the scps list the same keys.
 
@@ -104,8 +111,16 @@ def build_jobs(
     mix, s1, s2, *infs = tables
     cache = mix_cache or {}
     return [
-        ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select, cache.get(k)) for k in common
+        ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select, cache.get(k), backend)
+        for k in common
     ]
+
+
+def _one_thread() -> None:
+    # nj workers share the machine: one BLAS / torch thread each.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def run_jobs(jobs: Sequence[ItemJob], nj: int) -> List[ItemResult]:
@@ -115,7 +130,7 @@ def run_jobs(jobs: Sequence[ItemJob], nj: int) -> List[ItemResult]:
     bar = dict(total=len(jobs), desc="score", unit="item")
     if nj <= 1:
         return [score_item(j) for j in tqdm(jobs, **bar)]
-    with ProcessPoolExecutor(max_workers=nj) as pool:
+    with ProcessPoolExecutor(max_workers=nj, initializer=_one_thread) as pool:
         return list(tqdm(pool.map(score_item, jobs, chunksize=max(1, min(8, len(jobs) // (4 * nj)))), **bar))
 
 
@@ -133,7 +148,9 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         if args.nj < 1:
             raise ValueError("--nj must be >= 1")
         cache = read_mix_cache(args.mix_cache) if args.mix_cache is not None else None
-        jobs = build_jobs(args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing, cache)
+        jobs = build_jobs(
+            args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing, cache, args.backend
+        )
         results = run_jobs(jobs, args.nj)
         summary = build_summary(
             results,
@@ -141,6 +158,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
                 mix_scp=str(args.mix_scp), ref_scp=[str(p) for p in args.ref_scp],
                 inf_scp=[str(p) for p in args.inf_scp], oracle_select=args.oracle_select,
                 metric="museval.metrics.bss_eval(window=inf), target row; SI-SDR zero-mean",
+                backend=args.backend,
             ),
         )  # fmt: skip
         write_score_dir(args.output_dir, results, summary)
