@@ -230,6 +230,39 @@ class CLIPSepSeparator(AbsSeparator):
         logit = torch.einsum("bk,bkft->btf", vec * self.mask_scale, feats) + self.mask_bias
         return torch.sigmoid(logit)
 
+    def forward_masks(self, input: torch.Tensor, additional: Optional[Dict] = None) -> OrderedDict:
+        """The soft masks on the warped grid only: what the mask losses see, without the linear outputs.
+
+        Args:
+            input: Mixture STFT ``(B, T, F)`` (complex).
+            additional: ``query1..queryN`` (see the module docstring); ignored for PIT.
+
+        Returns:
+            ``mask_spk{n}`` ``(B, T, warp_bins)`` per output, then, with noise heads, ``mask_nit{j}`` likewise.
+        """
+        feats = self.audio_features(input)
+        masks = OrderedDict()
+        if self.query_type == "none":
+            logit = self.pit_head(feats)  # (B, N, Fw, T)
+            for n, mask in enumerate(torch.sigmoid(logit).permute(1, 0, 3, 2).unbind(0), 1):
+                masks[f"mask_spk{n}"] = mask
+            return masks
+        logits = self.query_logits(additional)
+        for n, z in enumerate(logits, 1):
+            masks[f"mask_spk{n}"] = self._synthesize(feats, torch.sigmoid(z))
+        if len(self.noise_heads):
+            # The NIT loss pairs each query with one noise head; at inference any number of queries works
+            # (the heads only see the mean query logit and never become outputs).
+            if self.training and len(logits) != len(self.noise_heads):
+                raise ValueError(
+                    f"NIT training needs one query per noise head: {len(self.noise_heads)} noise heads, "
+                    f"got {len(logits)} queries"
+                )
+            mixture_logit = torch.stack(logits).mean(dim=0)
+            for j, head in enumerate(self.noise_heads, 1):
+                masks[NOISE_MASK_KEY.format(j)] = self._synthesize(feats, torch.sigmoid(head(mixture_logit)))
+        return masks
+
     def forward(
         self,
         input: torch.Tensor,
@@ -246,36 +279,25 @@ class CLIPSepSeparator(AbsSeparator):
         Returns:
             masked: N tensors ``(B, T, F)``, the mixture STFT times each linear-frequency mask.
             ilens: ``(B,)``.
-            others: ``mask_spk{n}`` soft masks on the warped grid ``(B, T, warp_bins)`` (what the loss
-                sees); with noise heads ``mask_nit{j}`` likewise, and ``nit{j}`` ``(B, T, F)`` if
-                ``return_noise``.
+            others: ``mask_nit{j}`` (noise heads) then ``mask_spk{n}``, the soft masks on the warped grid
+                ``(B, T, warp_bins)`` (what the loss sees), and ``nit{j}`` ``(B, T, F)`` if ``return_noise``.
         """
-        feats = self.audio_features(input)
+        masks = self.forward_masks(input, additional)
         others = OrderedDict()
-        if self.query_type == "none":
-            logit = self.pit_head(feats)  # (B, N, Fw, T)
-            masks = list(torch.sigmoid(logit).permute(1, 0, 3, 2).unbind(0))
-        else:
-            logits = self.query_logits(additional)
-            masks = [self._synthesize(feats, torch.sigmoid(z)) for z in logits]
-            if len(self.noise_heads):
-                # The NIT loss pairs each query with one noise head; at inference any number of queries
-                # works (the heads only see the mean query logit and never become outputs).
-                if self.training and len(logits) != len(self.noise_heads):
-                    raise ValueError(
-                        f"NIT training needs one query per noise head: {len(self.noise_heads)} noise heads, "
-                        f"got {len(logits)} queries"
-                    )
-                mixture_logit = torch.stack(logits).mean(dim=0)
-                for j, head in enumerate(self.noise_heads, 1):
-                    noise_mask = self._synthesize(feats, torch.sigmoid(head(mixture_logit)))
-                    others[NOISE_MASK_KEY.format(j)] = noise_mask
-                    if self.return_noise:
-                        others[NOISE_SIGNAL_KEY.format(j)] = input * log_freq_unwarp(noise_mask, input.shape[-1])
+        for j in range(1, len(masks) + 1):
+            key = NOISE_MASK_KEY.format(j)
+            if key not in masks:
+                break
+            others[key] = masks[key]
+            if self.return_noise:
+                others[NOISE_SIGNAL_KEY.format(j)] = input * log_freq_unwarp(masks[key], input.shape[-1])
         masked = []
-        for n, mask in enumerate(masks, 1):
-            others[f"mask_spk{n}"] = mask
-            linear = log_freq_unwarp(mask, input.shape[-1])
+        for n in range(1, len(masks) + 1):
+            key = f"mask_spk{n}"
+            if key not in masks:
+                break
+            others[key] = masks[key]
+            linear = log_freq_unwarp(masks[key], input.shape[-1])
             if not self.training:
                 if self.mask_type == "binary":
                     linear = (linear > self.mask_threshold).to(linear.dtype)

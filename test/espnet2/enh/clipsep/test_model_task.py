@@ -59,13 +59,13 @@ def _batch(model: CLIPSepEnhancementModel, seed: int = 0, text: bool = False) ->
 def _spy_on_separator(model, monkeypatch) -> List[Dict[str, torch.Tensor]]:
     """Record the ``additional`` dict of every separator call."""
     seen = []
-    forward = model.separator.forward
+    forward_masks = model.separator.forward_masks  # both the full and the masks-only path go through it
 
-    def spy(input, ilens, additional=None):
+    def spy(input, additional=None):
         seen.append({k: v.detach().clone() for k, v in (additional or {}).items()})
-        return forward(input, ilens, additional)
+        return forward_masks(input, additional)
 
-    monkeypatch.setattr(model.separator, "forward", spy)
+    monkeypatch.setattr(model.separator, "forward_masks", spy)
     return seen
 
 
@@ -316,3 +316,42 @@ def test_config_dry_run(config, task, tmp_path):
         for part in ("conf", "wrapper_conf"):
             for key, value in (src_crit.get(part) or {}).items():
                 assert out_crit[part][key] == value, f"criterions[{i}].{part}.{key}"
+
+
+@pytest.mark.parametrize("config", ["train_enh_clipsep_nit.yaml", "train_enh_clipsep.yaml", "train_enh_pit.yaml"])
+def test_masks_only_training_gives_the_same_loss_and_gradients(config, monkeypatch):
+    model = _build(TINY_DIR / config).train()
+    assert model.masks_suffice()
+    batch = _batch(model)
+
+    def step():
+        torch.manual_seed(0)
+        model.zero_grad()
+        loss, stats, _ = model(**batch)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    decoded = []
+    decoder_forward = model.decoder.forward
+    monkeypatch.setattr(model.decoder, "forward", lambda *a, **k: decoded.append(1) or decoder_forward(*a, **k))
+    fast_loss, fast_grads = step()
+    assert decoded == []  # the inverse STFT is skipped
+    monkeypatch.setattr(type(model), "masks_suffice", lambda self: False)
+    full_loss, full_grads = step()
+    assert decoded  # the full path decodes
+    assert torch.equal(fast_loss, full_loss)
+    assert fast_grads.keys() == full_grads.keys() and len(fast_grads) > 0
+    for name, g in fast_grads.items():
+        assert torch.allclose(g, full_grads[name], rtol=0, atol=1e-7), name
+
+
+def test_masks_only_path_needs_mask_losses_only():
+    model = _build(TINY_DIR / "train_enh_clipsep_nit.yaml").train()
+    assert model.masks_suffice()
+    for wrapper in model.loss_wrappers:
+        if wrapper.criterion.only_for_test:  # the SI-SNR monitor becomes a training loss: signals are needed
+            wrapper.criterion._only_for_test = False
+    assert not model.masks_suffice()
+    batch = _batch(model)
+    loss, stats, _ = model(**batch)  # the full path still trains
+    assert torch.isfinite(loss).all() and "si_snr_loss" in stats
