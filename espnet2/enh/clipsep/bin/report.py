@@ -33,6 +33,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref_scp", type=Path, required=True, help="target reference scp (spk1.scp)")
     parser.add_argument("--label_file", type=Path, default=None, help="utt2label ('<key> <label>') for examples")
     parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
+    parser.add_argument(
+        "--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+        help="SYSTEM|QUERY names of two results: report the paired per-item difference A - B with a 90 %% "
+             "bootstrap interval (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--gauge", type=Path, default=None, help="speed-gauge JSON (espnet2.enh.clipsep.bin.gauge)")
+    parser.add_argument(
+        "--step_time", action="append", default=[],
+        help="SYSTEM|SECONDS_PER_STEP|STEPS of a training, for the speed-gauge section (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--title", default="CLIPSep separation results", help="report title")
     parser.add_argument("--num_examples", type=int, default=4, help="example keys on the HTML page")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
@@ -43,6 +53,17 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_step_time(spec: str):
+    """``SYSTEM|SECONDS_PER_STEP|STEPS`` -> ``(system, seconds, steps)``."""
+    parts = spec.split("|")
+    try:
+        if len(parts) != 3 or not parts[0].strip():
+            raise ValueError
+        return parts[0].strip(), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"--step_time {spec!r}: expected SYSTEM|SECONDS_PER_STEP|STEPS") from None
+
+
 def main(cmd: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [report] %(levelname)s: %(message)s")
@@ -50,9 +71,11 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         if args.num_examples < 0:
             raise ValueError("--num_examples must be >= 0")
         results = [load_result(parse_result(spec)) for spec in args.result]
+        step_times = [parse_step_time(spec) for spec in args.step_time]
         build_report(
             results, args.mix_scp, args.ref_scp, args.output, args.html_dir, args.title,
             num_examples=args.num_examples, label_file=args.label_file, timings=args.timings,
+            comparisons=[tuple(pair) for pair in args.compare], gauge=args.gauge, step_times=step_times,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"report: error: {err}", file=sys.stderr)

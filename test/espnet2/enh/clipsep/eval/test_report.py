@@ -155,3 +155,34 @@ def test_oracle_result_shows_the_chosen_output(tmp_path):
     result.inf_scps = result.inf_scps[:1]
     with pytest.raises(ValueError, match="comma-separated"):
         estimate_scp_value(result, tables, "k")
+
+
+def test_paired_differences_and_speed_gauge_sections(setup, tmp_path):
+    root, scps, systems = setup
+    gauge = tmp_path / "gauge.json"
+    gauge.write_text('{"workload": "W", "ms": 61.5, "ms_min": 55.0, "ms_max": 70.0, "repeats": 15, "threads": 1}')
+    out = tmp_path / "RESULTS.md"
+    args = _args(root, scps, systems, "--compare", "SysA|text", "SysB|image", "--gauge", str(gauge),
+                 "--step_time", "SysA|0.1234|2800", "--step_time", "SysB|0.2|100")
+    args[args.index("--output") + 1] = str(out)
+    assert report.main(args) == 0
+    md = out.read_text()
+    _, rows_a = read_score_dir(systems["SysA"][0])
+    _, rows_b = read_score_dir(systems["SysB"][0])
+    diff = np.mean([rows_a[k]["sdri"] - rows_b[k]["sdri"] for k in KEYS])
+    assert diff > 1  # SysA leaks less of the interferer
+    line = next(ln for ln in md.splitlines() if ln.startswith("| SysA (text) - SysB (image) |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "3" and cells[2].startswith(f"{diff:+.2f} [")
+    assert "## Paired differences" in md and "90 % BCa" in md
+    assert "Gauge: 61.5 ms (median of 15; fastest 55.0 ms) for W." in md
+    assert "| SysA | 0.123 | 2800 |" in md and "| SysB | 0.200 | 100 |" in md
+
+
+def test_unknown_comparison_or_step_time_is_one_clear_error(setup, tmp_path, capsys):
+    root, scps, systems = setup
+    assert report.main(_args(root, scps, systems, "--compare", "SysA|text", "SysC|text")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("report: error: --compare: no result 'SysC|text'") and "\n" not in err
+    assert report.main(_args(root, scps, systems, "--step_time", "SysA|fast|10")) == 2
+    assert "--step_time 'SysA|fast|10': expected SYSTEM|SECONDS_PER_STEP|STEPS" in capsys.readouterr().err
