@@ -6,11 +6,14 @@
 #  3. embeddings     CLIP image embeddings (per frame for training, 3-frame centre mean for valid/test) and
 #                    template-ensembled text embeddings of the test labels, cached once
 #  4. mixtures       fixed valid/test mixtures (item i draws its interferer with random.seed(i)); shape files
-#  5. training       per config, ESPnet's trainer through our task (on-the-fly training mixtures; resumable)
+#  5. training       speed gauge first; per config, ESPnet's trainer through our task (on-the-fly training
+#                    mixtures; resumable)
 #  6. inference      per config and query modality (text, image; PIT: both outputs)
-#  7. scoring        SDR / SDRi / SI-SDRi (museval, window=inf; mean, SEM, median; near-silent items skipped);
+#  7. scoring        SDR / SDRi / SI-SDRi (museval's window=inf values, fast backend; mean, SEM, median;
+#                    near-silent items skipped);
 #                    the mixtures' own scores are computed once per test set (<expdir>/score_mix_<set>.tsv)
-#  8. report         RESULTS.md, spectrogram PNGs and one HTML page with audio players
+#  8. report         RESULTS.md (paired differences with 90 % intervals, speed gauge, s/step), spectrogram PNGs
+#                    and one HTML page with audio players
 #  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
 set -euo pipefail
 
@@ -23,7 +26,8 @@ stop_stage=100          # last stage to run
 ngpu=1                  # GPUs per node for training (0: CPU)
 num_nodes=1             # nodes for training (> 1 needs the slurm backend of cmd.sh)
 nj=4                    # parallel jobs for data prep, embeddings and scoring
-inference_nj=4          # parallel inference jobs per test set
+inference_nj=4          # parallel inference jobs per model, test set and query modality (key splits)
+infer_jobs=1            # (model, test set, query modality) inferences run at once
 gpu_inference=false     # run inference on a GPU
 python=python3          # python interpreter
 cmd_backend=${CLIPSEP_CMD_BACKEND:-local}   # job launcher: local or slurm (cmd.sh)
@@ -232,6 +236,9 @@ train_one() {  # train one config (stage 5)
 
 stage_5() {
     stage_start 5 "training: ${enh_configs} (${train_jobs} at once)"
+    # The machine-speed gauge, measured while nothing else runs: RESULTS.md prints it beside the wall times.
+    ${python} -m espnet2.enh.clipsep.bin.gauge --output "${expdir}/gauge.json" >/dev/null
+    log "Stage 5: speed gauge $(${python} -c 'import json, sys; print(json.load(open(sys.argv[1]))["ms"])' "${expdir}/gauge.json") ms (${expdir}/gauge.json)"
     jobs=()
     for config in ${enh_configs}; do jobs+=("train_one ${config}"); done
     pool "${train_jobs}" "${jobs[@]}" || { log "error: a training failed"; exit 1; }
@@ -256,36 +263,44 @@ query_scp() {  # the scp queried as query1 for a modality
     esac
 }
 
+infer_one() {  # infer_one CONFIG DSET QUERY DIR: one model, test set and query modality (stage 6)
+    local config=$1 dset=$2 q=$3 dir=$4 exp mdir n qs scp name threads infer_ngpu
+    exp=${expdir}/$(exp_name "${config}")
+    mdir=${datadir}/${dset}_mix
+    log "Stage 6: ${exp} on ${dset}, ${q} queries -> ${dir}"
+    rm -rf "${dir}"; mkdir -p "${dir}/split"
+    n=$(min "${inference_nj}" "$(wc -l < "${mdir}/wav.scp")")
+    awk -v n="${n}" -v d="${dir}/split" '{ print > sprintf("%s/keys.%d.scp", d, (NR - 1) % n + 1) }' "${mdir}/wav.scp"
+    local data=(--data_path_and_name_and_type "${mdir}/wav.scp,speech_mix,sound")
+    qs=$(query_scp "${q}" "${mdir}")
+    [ -n "${qs}" ] && data+=(--data_path_and_name_and_type "${qs},query1,npy")
+    local gpu_opt=(); infer_ngpu=0
+    ${gpu_inference} && { gpu_opt=(--gpu 1); infer_ngpu=1; }
+    threads=$(( $(nproc) / (n * infer_jobs) )); [ "${threads}" -ge 1 ] || threads=1
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${gpu_opt[@]}" JOB=1:"${n}" "${dir}/split/infer.JOB.log" \
+        env OMP_NUM_THREADS=${threads} \
+        ${python} -m espnet2.enh.clipsep.bin.inference --train_config "${exp}/config.yaml" \
+        --model_file "${exp}/${inference_model}" --ngpu "${infer_ngpu}" --num_workers 0 \
+        --key_file "${dir}/split/keys.JOB.scp" --output_dir "${dir}/split/JOB" "${data[@]}" ${inference_args} \
+        || { log "error: inference failed; see ${dir}/split/infer.*.log"; return 1; }
+    for scp in "${dir}"/split/1/spk*.scp; do
+        name=$(basename "${scp}")
+        cat "${dir}"/split/*/"${name}" | sort > "${dir}/${name}"
+    done
+}
+
 stage_6() {
-    stage_start 6 "inference"
+    stage_start 6 "inference (${infer_jobs} at once, ${inference_nj} jobs each)"
+    jobs=()
     for config in ${enh_configs}; do
-        exp=${expdir}/$(exp_name "${config}")
         for dset in ${test_sets}; do
-            mdir=${datadir}/${dset}_mix
             while read -r q dir; do
-                log "Stage 6: ${exp} on ${dset}, ${q} queries -> ${dir}"
-                rm -rf "${dir}"; mkdir -p "${dir}/split"
-                n=$(min "${inference_nj}" "$(wc -l < "${mdir}/wav.scp")")
-                awk -v n="${n}" -v d="${dir}/split" '{ print > sprintf("%s/keys.%d.scp", d, (NR - 1) % n + 1) }' "${mdir}/wav.scp"
-                data=(--data_path_and_name_and_type "${mdir}/wav.scp,speech_mix,sound")
-                qs=$(query_scp "${q}" "${mdir}")
-                [ -n "${qs}" ] && data+=(--data_path_and_name_and_type "${qs},query1,npy")
-                gpu_opt=(); infer_ngpu=0
-                ${gpu_inference} && { gpu_opt=(--gpu 1); infer_ngpu=1; }
-                # shellcheck disable=SC2086
-                ${decode_cmd} "${gpu_opt[@]}" JOB=1:"${n}" "${dir}/split/infer.JOB.log" \
-                    env OMP_NUM_THREADS=$(( $(nproc) / n > 0 ? $(nproc) / n : 1 )) \
-                    ${python} -m espnet2.enh.clipsep.bin.inference --train_config "${exp}/config.yaml" \
-                    --model_file "${exp}/${inference_model}" --ngpu "${infer_ngpu}" --num_workers 0 \
-                    --key_file "${dir}/split/keys.JOB.scp" --output_dir "${dir}/split/JOB" "${data[@]}" ${inference_args} \
-                    || { log "error: inference failed; see ${dir}/split/infer.*.log"; exit 1; }
-                for scp in "${dir}"/split/1/spk*.scp; do
-                    name=$(basename "${scp}")
-                    cat "${dir}"/split/*/"${name}" | sort > "${dir}/${name}"
-                done
+                jobs+=("infer_one ${config} ${dset} ${q} ${dir}")
             done < <(infer_dirs "${config}" "${dset}")
         done
     done
+    pool "${infer_jobs}" "${jobs[@]}" || { log "error: inference failed (see the messages above)"; exit 1; }
     stage_end 6 "inference"
 }
 
@@ -308,20 +323,49 @@ stage_7() {
 }
 
 # ------------------------------------------------------------------------------------------------------------
+step_time() {  # "SYSTEM|seconds per step|steps" from ESPnet's epoch summaries in a train.log
+    # Each "Nepoch results: [train] ... train_time=T, ..., total_count=C, [valid] ..." line: T is the mean wall
+    # time of that epoch's steps, C the steps so far (the first total_count of the line is the training one).
+    grep "epoch results" "$2" | awk -v name="$1" '{
+        seen = 0
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ /^train_time=/) { split($i, a, "="); sub(",", "", a[2]); t += a[2]; n++ }
+            if ($i ~ /^total_count=/ && !seen) { split($i, c, "="); sub(",", "", c[2]); steps = c[2]; seen = 1 }
+        }
+    } END { if (n) printf "%s|%.4f|%d\n", name, t / n, steps }'
+}
+
 stage_8() {
     stage_start 8 "report -> ${results}"
     stage_end 8 "report"  # recorded first so that the report lists every stage up to here
     for dset in ${test_sets}; do
         mdir=${datadir}/${dset}_mix
-        report=()
+        report=(); names=(); speed=()
         for config in ${enh_configs}; do
             name=$(system_name "$(exp_name "${config}")")
             while read -r q dir; do
                 inf=${dir}/spk1.scp
                 [ "${q}" = oracle ] && inf=${dir}/spk1.scp,${dir}/spk2.scp
                 report+=(--result "${name}|${q}|${dir}/score|${inf}")
+                names+=("${name}|${q}")
             done < <(infer_dirs "${config}" "${dset}")
+            log_file=${expdir}/$(exp_name "${config}")/train.log
+            [ -f "${log_file}" ] && line=$(step_time "${name}" "${log_file}") && [ -n "${line}" ] && speed+=(--step_time "${line}")
         done
+        # The comparisons the paper makes, as paired per-item differences: NIT - CLIPSep per query modality,
+        # and text - image queries per system.
+        has() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
+        for q in ${test_queries}; do
+            has "CLIPSep-NIT|${q}" && has "CLIPSep|${q}" && report+=(--compare "CLIPSep-NIT|${q}" "CLIPSep|${q}")
+        done
+        for n in "${names[@]}"; do
+            [ "${n##*|}" = text ] && has "${n%|*}|image" && report+=(--compare "${n}" "${n%|*}|image")
+        done
+        [ -f "${expdir}/gauge.json" ] && report+=(--gauge "${expdir}/gauge.json")
+        if [ -f "${dumpdir}/clip/${dset}/image.scp" ] && [ -f "${dumpdir}/clip/${dset}/text.scp" ]; then
+            report+=(--retrieval "${dumpdir}/clip/${dset}/image.scp" "${dumpdir}/clip/${dset}/text.scp" "${datadir}/${dset}/utt2label")
+        fi
+        report+=("${speed[@]}")
         out=${results}
         [ "$(echo ${test_sets} | wc -w)" -gt 1 ] && out=${results%.md}_${dset}.md
         ${python} -m espnet2.enh.clipsep.bin.report "${report[@]}" --mix_scp "${mdir}/wav.scp" \

@@ -25,7 +25,7 @@ case "${dataset}" in
         opts=(--corpus folder --corpus_root downloads/mini/videos --make_mini_corpus true
               --mini_corpus_dir downloads/mini --mini_corpus_opts "--num_pretrain_images 120 --offscreen_db -10 0"
               --fit_clip true --clip_model clipsep-tiny --fit_clip_opts "--num_threads 2"
-              --ngpu 0 --nj 2 --inference_nj 2 --train_jobs 3 --mix_segment 65535
+              --ngpu 0 --nj 2 --inference_nj 1 --infer_jobs 2 --train_jobs 3 --mix_segment 65535
               --enh_configs "conf/tiny/train_enh_clipsep_nit.yaml conf/tiny/train_enh_clipsep.yaml conf/tiny/train_enh_pit.yaml");;
     music)
         opts=(--corpus music --corpus_root "${MUSIC}" --clip_model ViT-B-32 --clip_pretrained "${CLIP_PRETRAINED}"

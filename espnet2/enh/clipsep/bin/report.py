@@ -43,6 +43,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--step_time", action="append", default=[],
         help="SYSTEM|SECONDS_PER_STEP|STEPS of a training, for the speed-gauge section (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--retrieval", nargs=3, type=Path, default=None, metavar=("IMAGE_SCP", "TEXT_SCP", "UTT2LABEL"),
+        help="CLIP embeddings of the test clips (image, label text) and their labels: report the CLIP model's "
+             "zero-shot top-1 and text-to-image R-precision",
+    )  # fmt: skip
     parser.add_argument("--title", default="CLIPSep separation results", help="report title")
     parser.add_argument("--num_examples", type=int, default=4, help="example keys on the HTML page")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
@@ -76,6 +81,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
             results, args.mix_scp, args.ref_scp, args.output, args.html_dir, args.title,
             num_examples=args.num_examples, label_file=args.label_file, timings=args.timings,
             comparisons=[tuple(pair) for pair in args.compare], gauge=args.gauge, step_times=step_times,
+            retrieval=tuple(args.retrieval) if args.retrieval else None,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"report: error: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ import numpy as np
 from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.eval.gauge import read_gauge
 from espnet2.enh.clipsep.eval.intervals import paired_difference
+from espnet2.enh.clipsep.eval.retrieval import clip_retrieval
 from espnet2.enh.clipsep.eval.scoring import SUMMARY_METRICS, load_audio, read_score_dir
 from espnet2.enh.clipsep.files.writing import write_text_atomic, write_wav_atomic
 
@@ -32,6 +33,7 @@ __all__ = [
     "build_report",
     "comparison_rows",
     "gauge_lines",
+    "retrieval_line",
     "colormap",
     "environment_line",
     "estimate_scp_value",
@@ -346,6 +348,21 @@ def gauge_lines(gauge: Optional[Dict[str, object]], step_times: Sequence[Tuple[s
     return lines
 
 
+def retrieval_line(image_scp: Path, text_scp: Path, utt2label: Path) -> str:
+    """One sentence on the CLIP model's alignment on held-out clips (:func:`clip_retrieval`)."""
+    from espnet2.fileio.npy_scp import NpyScpReader
+
+    labels = read_table(utt2label)
+    image, text = NpyScpReader(str(image_scp)), NpyScpReader(str(text_scp))
+    r = clip_retrieval({k: image[k] for k in image.keys()}, {k: text[k] for k in text.keys()}, labels)
+    return (
+        f"CLIP model on the {r['clips']} held-out test clips ({r['labels']} labels, chance "
+        f"{100 * r['chance']:.1f} %): zero-shot image-to-text top-1 {100 * r['image_to_text_top1']:.1f} %, "
+        f"text-to-image R-precision {100 * r['text_to_image_r_precision']:.1f} % (cosine similarity; "
+        "the query space the separators are trained in on images and tested in on text)."
+    )
+
+
 def build_report(
     results: Sequence[Result],
     mix_scp: Path,
@@ -360,12 +377,14 @@ def build_report(
     comparisons: Sequence[Tuple[str, str]] = (),
     gauge: Optional[Path] = None,
     step_times: Sequence[Tuple[str, float, int]] = (),
+    retrieval: Optional[Tuple[Path, Path, Path]] = None,
 ) -> None:
     """Writes ``output`` (Markdown), ``html_dir/index.html``, ``html_dir/audio/*.wav`` and ``html_dir/img/*.png``.
 
     ``results`` must already be loaded (:func:`load_result`). ``comparisons`` are ``(A, B)`` pairs of
     ``SYSTEM|QUERY`` names reported as paired differences A - B; ``gauge`` is a speed-gauge JSON
-    (:mod:`espnet2.enh.clipsep.eval.gauge`) and ``step_times`` ``(system, seconds per step, steps)`` rows. Raises ``FileNotFoundError`` / ``ValueError`` with
+    (:mod:`espnet2.enh.clipsep.eval.gauge`) and ``step_times`` ``(system, seconds per step, steps)`` rows;
+    ``retrieval`` ``(image scp, text scp, utt2label)`` of the test clips adds the CLIP alignment line. Raises ``FileNotFoundError`` / ``ValueError`` with
     one clear line on missing or inconsistent inputs.
     """
     from tqdm import tqdm
@@ -379,6 +398,7 @@ def build_report(
     examples = pick_examples(results, [mix_table, ref_table, *inf_tables.values()], num_examples)
     compared = comparison_rows(results, comparisons)
     speed = gauge_lines(read_gauge(gauge) if gauge is not None else None, step_times)
+    clip_line = retrieval_line(*retrieval) if retrieval is not None else ""
 
     html_dir = Path(html_dir)
     (html_dir / "audio").mkdir(parents=True, exist_ok=True)
@@ -438,6 +458,7 @@ def build_report(
         "figure{display:inline-block;margin:4px}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(what.replace('`', ''))}</p>\n"
         f"{html_table(TABLE_HEADER, table)}"
+        + (f"<p>{html.escape(clip_line)}</p>\n" if clip_line else "")
         + (f"<h2>Paired differences</h2>\n{html_table(COMPARISON_HEADER, compared)}" if compared else "")
         + f"{timings_html}<p>{html.escape(env)}</p>\n"
         f"<h2>Examples</h2>\n{''.join(sections) or '<p>No key is scored in every result.</p>'}</body>\n</html>\n"
@@ -448,6 +469,8 @@ def build_report(
     output.parent.mkdir(parents=True, exist_ok=True)
     link = Path(os.path.relpath(os.path.abspath(html_dir / "index.html"), os.path.abspath(output.parent))).as_posix()
     md = [f"# {title}\n", f"{what}\n", markdown_table(TABLE_HEADER, table)]
+    if clip_line:
+        md.append(clip_line + "\n")
     if compared:
         md += [
             "## Paired differences\n",

@@ -186,3 +186,26 @@ def test_unknown_comparison_or_step_time_is_one_clear_error(setup, tmp_path, cap
     assert err.startswith("report: error: --compare: no result 'SysC|text'") and "\n" not in err
     assert report.main(_args(root, scps, systems, "--step_time", "SysA|fast|10")) == 2
     assert "--step_time 'SysA|fast|10': expected SYSTEM|SECONDS_PER_STEP|STEPS" in capsys.readouterr().err
+
+
+def test_clip_retrieval_line(setup, tmp_path):
+    root, scps, systems = setup
+    # c3 is a cat picture nearer to "dog" (top-1 2/3), but still the second nearest picture to "cat" (R-precision 1)
+    emb = {"c1": ([1.0, 0.0], [2.0, 0.1], "cat"), "c2": ([0.0, 1.0], [0.1, 2.0], "dog"),
+           "c3": ([1.0, 0.0], [0.15, 2.0], "cat")}
+    lines = {"image": [], "text": [], "utt2label": []}
+    for key, (text, image, label) in emb.items():
+        for kind, vec in (("text", text), ("image", image)):
+            np.save(tmp_path / f"{kind}_{key}.npy", np.array(vec, dtype=np.float32))
+            lines[kind].append(f"{key} {tmp_path / f'{kind}_{key}.npy'}\n")
+        lines["utt2label"].append(f"{key} {label}\n")
+    paths = []
+    for name in ("image", "text", "utt2label"):
+        (tmp_path / name).write_text("".join(lines[name]))
+        paths.append(str(tmp_path / name))
+    out = tmp_path / "RESULTS.md"
+    args = _args(root, scps, systems, "--retrieval", *paths)
+    args[args.index("--output") + 1] = str(out)
+    assert report.main(args) == 0
+    assert ("CLIP model on the 3 held-out test clips (2 labels, chance 50.0 %): zero-shot image-to-text top-1 "
+            "66.7 %, text-to-image R-precision 100.0 %") in out.read_text()
