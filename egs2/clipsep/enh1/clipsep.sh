@@ -378,14 +378,19 @@ stage_8() {
 }
 
 # ------------------------------------------------------------------------------------------------------------
+pack_one() {  # pack_one CONFIG (stage 9)
+    local exp extra=()
+    exp=${expdir}/$(exp_name "$1")
+    [ -f "${results}" ] && extra=(--option "${results}")
+    ${python} -m espnet2.enh.clipsep.bin.pack --train_config "${exp}/config.yaml" \
+        --model_file "${exp}/${inference_model}" --outpath "${exp}/packed.zip" "${extra[@]}"
+}
+
 stage_9() {
     stage_start 9 "pack"
-    for config in ${enh_configs}; do
-        exp=${expdir}/$(exp_name "${config}")
-        extra=(); [ -f "${results}" ] && extra=(--option "${results}")
-        ${python} -m espnet2.enh.clipsep.bin.pack --train_config "${exp}/config.yaml" \
-            --model_file "${exp}/${inference_model}" --outpath "${exp}/packed.zip" "${extra[@]}"
-    done
+    jobs=()
+    for config in ${enh_configs}; do jobs+=("pack_one ${config}"); done
+    pool "${nj}" "${jobs[@]}" || { log "error: packing failed (see the messages above)"; exit 1; }
     stage_end 9 "pack"
 }
 

@@ -16,7 +16,8 @@
 #  8. evaluation     probe relevance (accuracy of the query class) and probe-FD vs the real test clips, on
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder);
 #                    with --vggish weights also FAD, with a --clap model also the CLAP score
-#  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; the steps table; stage wall times)
+#  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; PD - ZS and ZS - IQ paired per clip
+#                    with 90 % intervals; the steps table; stage wall times; the speed gauge)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads),
 # and stage 2 then runs beside the probe (6) and the prior (4), which do not need its output.
@@ -244,6 +245,8 @@ stages_2_6() {  # the selected stages of 2-6 in one pool of train_jobs
     lo=$(( stage > 2 ? stage : 2 )); hi=$(( stop_stage < 6 ? stop_stage : 6 ))
     range=${lo}; [ "${lo}" -eq "${hi}" ] || range=${lo}-${hi}
     log "Stages ${range}: ${pool_stages[*]} (${train_jobs} at once, ${threads} threads each)"
+    # The machine-speed gauge, measured while nothing else runs: RESULTS.md prints it beside the wall times.
+    ${python} -m espnet2.enh.clipsep.bin.gauge --output "${expdir}/gauge.json" >/dev/null
     t0=$(date +%s)
     pool "${train_jobs}" "${pool_stages[@]}" || { log "error: a stage of ${range} failed"; exit 1; }
     if [ "${train_jobs}" -gt 1 ] && [ "${#pool_stages[@]}" -gt 1 ]; then  # the report's total counts this row
@@ -356,6 +359,12 @@ stage_9() {
     done
     report+=(--result "real test clips (probe accuracy)|-|${expdir}/probe/eval_${test_set}_real.json"
              --no_fd "real test clips (probe accuracy)")
+    # The comparisons the paper makes, paired per clip: PD - ZS (does the prior close the modality gap?) and
+    # ZS - IQ (what text queries lose against image queries).
+    has_mode() { case " ${gen_modes} " in *" $1 "*) return 0;; *) return 1;; esac; }
+    has_mode pd && has_mode zs && report+=(--compare CLIPSonic-PD CLIPSonic-ZS)
+    has_mode zs && has_mode iq && report+=(--compare CLIPSonic-ZS CLIPSonic-IQ)
+    [ -f "${expdir}/gauge.json" ] && report+=(--gauge "${expdir}/gauge.json")
     ${benchmark} && [ -f "${bench_dir}/results.md" ] && report+=(--section "Sampler benchmark (local/benchmark_samplers.py)|${bench_dir}/results.md")
     ${python} -m espnet2.tts_diff.bin.report "${report[@]}" --timings "${timings}" \
         --title "CLIPSonic synthesis: ${dataset} ${test_set} queries" \

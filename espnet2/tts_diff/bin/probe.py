@@ -279,6 +279,8 @@ def run_evaluate(args) -> None:
         "relevance": sum(p == t for p, t in zip(pred, target)) / len(pred),
         "relevance_chance": 1.0 / len(classes),
         "relevance_per_class": per_class_accuracy(pred, target, classes),
+        # per clip, whether the probe heard the query class: paired comparisons of two modes on the same keys
+        "correct": {key: int(p == t) for key, p, t in zip(gen, pred, target)},
         "probe_fd": frechet_distance(gen_emb, ref_emb),
         "probe_fd_note": "Frechet distance between Gaussians of the probe's embeddings (not FAD)",
         "num_generated": len(gen),
@@ -292,6 +294,7 @@ def run_evaluate(args) -> None:
         mel_logits, mel_emb = probe_outputs(probe, mels, args.batch_size, mels=True)
         mel_pred = mel_logits.argmax(1).tolist()
         result["mel_relevance"] = sum(p == t for p, t in zip(mel_pred, target)) / len(mel_pred)
+        result["mel_correct"] = {key: int(p == t) for key, p, t in zip(gen, mel_pred, target)}
         result["mel_probe_fd"] = frechet_distance(mel_emb, ref_emb)
         result["mel_note"] = "the same figures on the mel given to the vocoder (the generator alone)"
         logging.info("before the vocoder: relevance %.3f, probe-FD %.3f", result["mel_relevance"], result["mel_probe_fd"])

@@ -47,6 +47,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--section", action="append", default=[],
         help="TITLE|MARKDOWN_FILE, repeatable: the file's text under '## TITLE', after the table",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+        help="two SYSTEM names of --result rows: the paired per-clip relevance difference A - B in percentage "
+             "points with a 90 %% bootstrap interval (needs the evaluations' per-clip 'correct'; repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--gauge", type=Path, default=None, help="speed-gauge JSON (espnet2.enh.clipsep.bin.gauge)")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
     return parser
 
@@ -140,8 +146,33 @@ def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ..
     return rows
 
 
+def comparison_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], pairs) -> List[Tuple[str, ...]]:
+    """Rows ``(A - B, clips, relevance difference [90 % CI] in pp, mel relevance difference or -)``."""
+    from espnet2.enh.clipsep.eval.intervals import paired_difference
+
+    by_name = {system: ev for system, _, ev, _ in results}
+    rows = []
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in by_name:
+                raise ValueError(f"--compare: no --result named {name!r} (results: {', '.join(by_name)})")
+        for name in (a, b):
+            if "correct" not in by_name[name]:
+                raise ValueError(f"--compare {name!r}: its evaluation has no per-clip 'correct' (re-run the probe)")
+        def diff(key):
+            pa = {k: 100.0 * v for k, v in by_name[a][key].items()}
+            pb = {k: 100.0 * v for k, v in by_name[b][key].items()}
+            return paired_difference(pa, pb)
+
+        d = diff("correct")
+        mel = diff("mel_correct").format(1) if all("mel_correct" in by_name[n] for n in (a, b)) else "-"
+        rows.append((f"{a} - {b}", str(d.n), d.format(1), mel))
+    return rows
+
+
 def build(args) -> str:
-    from espnet2.enh.clipsep.eval.report import environment_line, markdown_table, read_timings
+    from espnet2.enh.clipsep.eval.gauge import read_gauge
+    from espnet2.enh.clipsep.eval.report import environment_line, gauge_lines, markdown_table, read_timings
 
     results = [parse_result(spec) for spec in args.result]
     lines = [f"# {args.title}", "", environment_line(), ""]
@@ -178,6 +209,15 @@ def build(args) -> str:
             "text embedding of its query label (reference-free; higher is closer to the text).",
             "",
         ]
+    if args.compare:
+        lines += [
+            "Paired differences (the same test clips and seeds in both modes): mean per-clip difference of relevance "
+            "in percentage points, 90 % BCa bootstrap interval (10,000 resamples, seed 0); an interval that excludes "
+            "0 is a difference these clips resolve.",
+            "",
+            markdown_table(("comparison", "clips", "relevance (pp) [90 % CI]", "mel relevance (pp) [90 % CI]"),
+                           comparison_rows(results, args.compare)),
+        ]
     sampling = sorted({
         f"{g['sampler']}, {g['steps']} steps, guidance w = {g['guidance']}" for _, _, _, g in results
         if g and g.get("mode") != "resynthesis" and "sampler" in g
@@ -194,6 +234,11 @@ def build(args) -> str:
         lines += [f"## {title}", ""] + body + [""]
     if args.timings is not None:
         lines += ["## Stage wall times", "", markdown_table(("stage", "what", "wall time"), timing_rows(read_timings(args.timings)))]
+    if args.gauge is not None:
+        reading = read_gauge(args.gauge)
+        if reading is None:
+            raise FileNotFoundError(f"{args.gauge}: speed-gauge reading not found")
+        lines += ["## Speed gauge", ""] + gauge_lines(reading, []) + [""]
     return "\n".join(lines)
 
 

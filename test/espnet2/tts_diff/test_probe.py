@@ -243,6 +243,8 @@ def test_cli_evaluate(trained, tmp_path):
     res = json.loads(result_path.read_text())
     assert res["relevance"] >= 0.85 and res["relevance_chance"] == pytest.approx(1 / 3)
     assert res["num_generated"] == 9 and res["num_reference"] == 9
+    assert sorted(res["correct"]) == [f"utt{i}" for i in range(9)] and set(res["correct"].values()) <= {0, 1}
+    assert sum(res["correct"].values()) / 9 == pytest.approx(res["relevance"])
     assert 0.0 <= res["probe_fd"] < 1e9 and "not FAD" in res["probe_fd_note"]
     # reference = the generated clips themselves: probe-FD ~ 0; noise instead: far larger
     scp = tmp_path / "self" / "wav.scp"

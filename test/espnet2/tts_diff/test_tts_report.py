@@ -110,3 +110,32 @@ def test_results_from_different_probes_are_refused(files, capsys):
     other.write_text(json.dumps(dict(relevance=0.5, relevance_chance=0.25, probe_fd=1.0, num_generated=4)))
     assert report.main(["--result", f"IQ|image|{iq}", "--result", f"X|image|{other}", "--output", str(root / "R.md")]) == 2
     assert "different probes" in capsys.readouterr().err
+
+
+def test_paired_relevance_differences_and_gauge(files):
+    root, iq, gt, gen, bench, timings = files
+    keys = [f"k{i}" for i in range(8)]
+    for name, hits in (("zs", [1, 1, 1, 1, 0, 0, 0, 0]), ("pd", [1, 1, 1, 1, 1, 1, 0, 0])):
+        ev = dict(relevance=sum(hits) / 8, relevance_chance=1 / 12, probe_fd=1.0, num_generated=8,
+                  correct=dict(zip(keys, hits)))
+        (root / f"{name}.json").write_text(json.dumps(ev))
+    gauge = root / "gauge.json"
+    gauge.write_text(json.dumps(dict(workload="W", ms=70.0, ms_min=60.0, ms_max=90.0, repeats=15, threads=1)))
+    out = root / "RESULTS.md"
+    assert report.main(["--result", f"ZS|text|{root / 'zs.json'}", "--result", f"PD|prior|{root / 'pd.json'}",
+                        "--compare", "PD", "ZS", "--gauge", str(gauge), "--output", str(out)]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| PD - ZS |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "8" and cells[2].startswith("+25.0 [") and cells[3] == "-"
+    assert "## Speed gauge" in text and "Gauge: 70.0 ms (median of 15; fastest 60.0 ms) for W." in text
+
+
+def test_compare_needs_per_clip_results(files, capsys):
+    root, iq, gt, gen, bench, timings = files
+    out = root / "RESULTS.md"
+    assert report.main(["--result", f"IQ|image|{iq}", "--result", f"GT|real|{gt}", "--compare", "IQ", "GT",
+                        "--output", str(out)]) == 2
+    assert "--compare 'IQ': its evaluation has no per-clip 'correct'" in capsys.readouterr().err and not out.exists()
+    assert report.main(["--result", f"IQ|image|{iq}", "--compare", "IQ", "XX", "--output", str(out)]) == 2
+    assert "--compare: no --result named 'XX'" in capsys.readouterr().err
