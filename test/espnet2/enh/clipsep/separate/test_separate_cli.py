@@ -162,7 +162,7 @@ def _wav_bytes(x, rate=FS, subtype="PCM_16"):
 
 def _signal(seconds, seed=0):
     """A deterministic test signal for the bad-input table (values do not matter, only the file's flaw)."""
-    return (0.3 * np.random.default_rng(seed).uniform(-0.5, 0.5, int(seconds * FS))).astype(np.float32)
+    return (0.3 * np.random.default_rng(seed).uniform(-0.5, 0.5, int(round(seconds * FS)))).astype(np.float32)
 
 
 def _with_rate(rate):
