@@ -7,7 +7,8 @@ config's batch size, gradient clipping and a warm-up + linear-decay schedule str
 (peak ``optim_conf.lr``, 50 warm-up steps, down to a tenth at the last step, as the mini configs do). Every
 ``--eval_every`` steps it separates the prepared test mixtures with text queries and with image queries and
 prints one JSON line: mean SDRi (museval's window=inf target-row SDR, ``scoring.sdr_target``) with its SEM,
-and the CPU seconds spent in training steps so far. ESPnet's trainer runs the same steps in the recipe (with its
+the same on 72 fixed mixtures of training clips with image queries (how far test is from train: overfitting or
+slow learning), and the CPU seconds spent in training steps so far. ESPnet's trainer runs the same steps in the recipe (with its
 own data loader and validation); this tool exists to compare operating points at equal CPU time quickly.
 
 Example (from egs2/clipsep/enh1, after ``./run.sh --stop_stage 4``):
@@ -102,11 +103,20 @@ def main(cmd=None) -> int:
         s1 = soundfile.read(tables["spk1.scp"][key], dtype="float64")[0]
         test.append((mix, s1, np.load(tables["text_query1.scp"][key]), np.load(tables["query1.scp"][key])))
 
-    def evaluate(image: bool):
+    # 72 fixed training mixtures of test length (random.seed(1234)), image queries: the train-side reference.
+    state, segment = random.getstate(), mixer.segment
+    random.seed(1234)
+    mixer.segment = len(test[0][0])
+    train_mixes = [mixer(k, {"speech_ref1": wavs[k], "query1": queries[k]}) for k in random.sample(keys, 72)]
+    mixer.segment = segment
+    random.setstate(state)
+    train_set = [(m["speech_mix"], m["speech_ref1"].astype(np.float64), None, m["query1"]) for m in train_mixes]
+
+    def evaluate(image: bool, items=test):
         model.eval()
         out = []
         with torch.no_grad():
-            for mix, s1, text_q, image_q in test:
+            for mix, s1, text_q, image_q in items:
                 q = torch.as_tensor(image_q if image else text_q, dtype=torch.float32).reshape(1, -1)
                 x = torch.as_tensor(mix)[None]
                 est = model.forward_enhance(x, torch.tensor([x.shape[1]]), {"query1": q})[0][0][0].double().numpy()
@@ -137,9 +147,10 @@ def main(cmd=None) -> int:
         if step % args.eval_every == 0 or step == args.steps:
             text, text_sem = evaluate(image=False)
             image, image_sem = evaluate(image=True)
+            train_image, _ = evaluate(image=True, items=train_set)
             print(json.dumps(dict(
                 step=step, cpu_s=round(cpu, 1), s_per_step=round(cpu / step, 4), text_sdri=round(text, 3),
-                text_sem=round(text_sem, 3), image_sdri=round(image, 3), image_sem=round(image_sem, 3),
+                text_sem=round(text_sem, 3), image_sdri=round(image, 3), image_sem=round(image_sem, 3), train_image_sdri=round(train_image, 3),
                 config=str(args.config), set=args.set, seed=args.seed,
             )), flush=True)  # fmt: skip
     return 0
