@@ -6,8 +6,8 @@ with them (CLIPSep, LabelSep, the CLIPSep-Hybrid text/image mix) is its own conf
 
 In training, when every loss that counts is computed on the separator's masks (CLIPSep's weighted BCE, with or
 without the NIT wrapper), the separated signals are never used: the model then asks a separator that offers
-``forward_masks`` for the masks alone and skips the linear-frequency outputs and the inverse STFT (a fifth of a
-mini training step). Losses, gradients and everything outside training are unchanged.
+``forward_masks`` for the masks alone and skips the linear-frequency outputs and the inverse STFT (about a fifth
+of a tiny training step in a CPU profile). Losses, gradients and everything outside training are unchanged.
 """
 
 import re
