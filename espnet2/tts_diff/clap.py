@@ -25,7 +25,7 @@ Reference:
 
 import os
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -131,6 +131,7 @@ def clap_scores(
     fs: int,
     texts: Sequence[str],
     batch_size: int = 16,
+    progress: Optional[str] = None,
 ) -> np.ndarray:
     """Per-clip CLAP score: cosine of the audio embedding of ``wavs[i]`` and the text embedding of ``texts[i]``.
 
@@ -141,10 +142,13 @@ def clap_scores(
         fs: Their sampling rate.
         texts: The text query of each clip (each distinct text is embedded once).
         batch_size: Clips (and texts) per forward pass.
+        progress: Label of a tqdm bar over the clips (None: no bar).
 
     Returns:
         ``(N,)`` float64 cosine similarities in [-1, 1], in clip order.
     """
+    from tqdm import tqdm
+
     if len(wavs) != len(texts):
         raise ValueError(f"{len(wavs)} clips but {len(texts)} texts")
     if batch_size < 1:
@@ -162,13 +166,16 @@ def clap_scores(
     audio_emb = []
     state = np.random.get_state()
     np.random.seed(CROP_SEED)  # the extractor crops long clips with NumPy's global generator
+    bar = tqdm(total=len(wavs), desc=progress, unit="clip", disable=progress is None)
     try:
         for i in range(0, len(wavs), batch_size):
             clips = [prepare_clip(w, fs, target_fs) for w in wavs[i : i + batch_size]]
             feats = extractor(clips, sampling_rate=target_fs, return_tensors="pt")
             inputs = {k: feats[k].to(device) for k in ("input_features", "is_longer") if k in feats}
             audio_emb.append(_pooled(model.get_audio_features(**inputs)).cpu())
+            bar.update(len(clips))
     finally:
+        bar.close()
         np.random.set_state(state)
     if not audio_emb:
         return np.zeros(0)

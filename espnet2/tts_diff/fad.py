@@ -24,7 +24,7 @@ Reference:
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -134,15 +134,22 @@ def load_vggish(path: Union[str, os.PathLike], device: str = "cpu") -> VGGish:
 
 @torch.no_grad()
 def vggish_embeddings(
-    model: VGGish, wavs: Sequence[Union[np.ndarray, torch.Tensor]], fs: int, batch_size: int = 64
+    model: VGGish,
+    wavs: Sequence[Union[np.ndarray, torch.Tensor]],
+    fs: int,
+    batch_size: int = 64,
+    progress: Optional[str] = None,
 ) -> np.ndarray:
     """The 128-d embedding of every example of every clip, ``(sum of N_i, 128)``, in clip order.
 
     Examples are batched across clips, ``batch_size`` at a time, so memory does not grow with the set.
+    ``progress`` labels a tqdm bar over the clips (None: no bar).
     """
+    from tqdm import tqdm
+
     device = next(model.parameters()).device
     out, pending = [], []
-    for i, wav in enumerate(wavs):
+    for i, wav in enumerate(tqdm(wavs, desc=progress, unit="clip", disable=progress is None)):
         pending.append(vggish_examples(wav, fs))
         if sum(len(x) for x in pending) >= batch_size or i == len(wavs) - 1:
             batch = torch.cat(pending)

@@ -161,7 +161,11 @@ def _as_tensors(items: Sequence[WavLike], n_mels: Optional[int] = None) -> List[
 
 @torch.no_grad()
 def probe_outputs(
-    probe: ProbeClassifier, wavs: Sequence[WavLike], batch_size: int = 16, mels: bool = False
+    probe: ProbeClassifier,
+    wavs: Sequence[WavLike],
+    batch_size: int = 16,
+    mels: bool = False,
+    progress: Optional[str] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits and embeddings of whole clips in eval mode.
 
@@ -171,10 +175,13 @@ def probe_outputs(
             ``(T, n_mels)`` of the probe's front-end (:meth:`ProbeClassifier.forward_feats`).
         batch_size: Clips per forward pass (clips of similar length are batched together).
         mels: Whether ``wavs`` are log-mels.
+        progress: Label of a tqdm bar over the clips (None: no bar).
 
     Returns:
         Tuple of logits ``(N, num_classes)`` and embeddings ``(N, embed_dim)`` in input order.
     """
+    from tqdm import tqdm
+
     tensors = _as_tensors(wavs, probe.feats.get_parameters()["n_mels"] if mels else None)
     forward = probe.forward_feats if mels else probe
     was_training = probe.training
@@ -183,11 +190,14 @@ def probe_outputs(
     device = next(probe.parameters()).device
     logits = torch.zeros(len(tensors), probe.num_classes)
     embs = torch.zeros(len(tensors), probe.embed.out_features)
+    bar = tqdm(total=len(order), desc=progress, unit="clip", disable=progress is None)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         x, lens = _pad([tensors[i] for i in idx])
         lo, em = forward(x.to(device), lens.to(device))
         logits[idx], embs[idx] = lo.cpu(), em.cpu()
+        bar.update(len(idx))
+    bar.close()
     probe.train(was_training)
     return logits, embs
 

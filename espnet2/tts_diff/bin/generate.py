@@ -133,7 +133,7 @@ def main(cmd=None) -> int:
         total = len(conds) * args.num
         samples = gen.iterate(conds, num=args.num, seed=args.seed, batch_size=args.batch_size, **options)
         bar = tqdm(samples, total=total, unit="sample",
-                   desc="generate", file=sys.stderr, disable=None)  # fmt: skip
+                   desc="generate", file=sys.stderr, disable=True if args.quiet else None)  # fmt: skip
         for i, k, wav in bar:
             path = paths[i][k]
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -65,6 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:n] or auto")
     parser.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -195,9 +196,13 @@ def main(cmd=None) -> int:
                     feats, lengths = model.normalize(feats, lengths)
                 yield key, feats[0, : int(lengths[0])]
 
+        from tqdm import tqdm
+
         out_scp, out_mel, out_labels, audio_seconds = {}, {}, {}, 0.0
         start = time.perf_counter()
-        for key, mel in resynthesised() if conds is None else generated():
+        clips = resynthesised() if conds is None else generated()
+        what = "resynthesise" if conds is None else "generate"
+        for key, mel in tqdm(clips, total=len(keys), desc=what, unit="clip", disable=args.quiet):
             with torch.no_grad():
                 wav = tts.vocoder.inference(mel).view(-1)
                 if model.normalize is not None:  # GlobalMVN.inverse works in place

@@ -35,6 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train a probe on a data dir", formatter_class=fmt)
@@ -157,7 +158,7 @@ def run_train(args) -> None:
     segment = None if args.segment_seconds is None else int(args.segment_seconds * args.fs)
     report = train_probe(
         probe, wavs, [ids[labels[k]] for k in table], epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, segment=segment, seed=args.seed,
+        lr=args.lr, segment=segment, seed=args.seed, progress=not args.quiet,
     )
     report.update(num_clips=len(wavs), classes=classes, num_threads=torch.get_num_threads(), data_dir=str(args.data_dir))
     if valid is not None:
@@ -214,13 +215,14 @@ def reference_embeddings(args, ref: Dict[str, str], ref_scp: Path, probe, vggish
             with np.load(cache) as data:
                 logging.info("reference embeddings from %s", cache)
                 return data["probe"], (data["vggish"] if vggish is not None else None)
+    bar = None if args.quiet else "probe reference"
     wavs = read_wavs(ref, ref_scp, probe.fs)
-    probe_emb = probe_outputs(probe, wavs, args.batch_size)[1].numpy()
+    probe_emb = probe_outputs(probe, wavs, args.batch_size, progress=bar)[1].numpy()
     vggish_emb = None
     if vggish is not None:
         from espnet2.tts_diff.fad import vggish_embeddings
 
-        vggish_emb = vggish_embeddings(vggish, wavs, probe.fs)
+        vggish_emb = vggish_embeddings(vggish, wavs, probe.fs, progress=bar and "VGGish reference")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
@@ -271,8 +273,13 @@ def run_evaluate(args) -> None:
         if args.clap_template.count("{}") != 1 or "{" in rest or "}" in rest:
             raise ValueError(f"--clap_template {args.clap_template!r}: needs one {{}} (the label) and no other braces")
         clap = load_clap(args.clap)
+    bar = None if args.quiet else "probe"
     gen_wavs = read_wavs(gen, gen_source, probe.fs)
-    gen_logits, gen_emb = probe_outputs(probe, gen_wavs, args.batch_size)
+    mels = None
+    if args.gen_mel_scp is not None:  # read (and checked) before any audio goes through the probe
+        n_mels = probe.feats.get_parameters()["n_mels"]
+        mels = read_mels(read_table(args.gen_mel_scp), args.gen_mel_scp, list(gen), n_mels)
+    gen_logits, gen_emb = probe_outputs(probe, gen_wavs, args.batch_size, progress=bar)
     ref_emb, ref_vggish = reference_embeddings(args, ref, ref_scp, probe, vggish)
     pred = gen_logits.argmax(1).tolist()
     result = {
@@ -288,10 +295,8 @@ def run_evaluate(args) -> None:
         "probe": str(args.probe),
         "reference": str(args.ref_dir),
     }
-    if args.gen_mel_scp is not None:
-        n_mels = probe.feats.get_parameters()["n_mels"]
-        mels = read_mels(read_table(args.gen_mel_scp), args.gen_mel_scp, list(gen), n_mels)
-        mel_logits, mel_emb = probe_outputs(probe, mels, args.batch_size, mels=True)
+    if mels is not None:
+        mel_logits, mel_emb = probe_outputs(probe, mels, args.batch_size, mels=True, progress=bar and "probe mel")
         mel_pred = mel_logits.argmax(1).tolist()
         result["mel_relevance"] = sum(p == t for p, t in zip(mel_pred, target)) / len(mel_pred)
         result["mel_correct"] = {key: int(p == t) for key, p, t in zip(gen, mel_pred, target)}
@@ -301,14 +306,15 @@ def run_evaluate(args) -> None:
     if vggish is not None:
         from espnet2.tts_diff.fad import frechet_audio_distance, vggish_embeddings
 
-        result["fad_vggish"] = frechet_audio_distance(vggish_embeddings(vggish, gen_wavs, probe.fs), ref_vggish)
+        gen_vggish = vggish_embeddings(vggish, gen_wavs, probe.fs, progress=bar and "VGGish")
+        result["fad_vggish"] = frechet_audio_distance(gen_vggish, ref_vggish)
         result["fad_note"] = f"FAD: Frechet distance of VGGish embeddings of 0.96-s examples ({args.vggish})"
         logging.info("FAD (VGGish) %.3f", result["fad_vggish"])
     if clap is not None:
         from espnet2.tts_diff.clap import clap_scores, mean_and_sem
 
         texts = [args.clap_template.format(query[key]) for key in gen]
-        scores = clap_scores(*clap, gen_wavs, probe.fs, texts, args.batch_size)
+        scores = clap_scores(*clap, gen_wavs, probe.fs, texts, args.batch_size, progress=bar and "CLAP")
         result["clap_score"], result["clap_score_sem"] = mean_and_sem(scores)
         result["clap_note"] = (
             f"CLAP score: mean cosine similarity of each clip's CLAP audio embedding and the text embedding of "

@@ -368,3 +368,17 @@ def test_cli_bad_inputs(trained, tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
     assert probe_cli.main(["train", "--data_dir", str(root / "train"), "--output", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_cli_evaluate_shows_progress_bars_and_quiet_hides_them(trained, tmp_path, capsys):
+    root, out = trained
+    result_path = tmp_path / "probe_eval.json"
+    args = ["evaluate", "--probe", str(out), "--gen_scp", str(root / "valid" / "wav.scp"), "--gen_labels",
+            str(root / "valid" / "utt2label"), "--ref_dir", str(root / "valid"), "--output", str(result_path)]
+    capsys.readouterr()
+    assert probe_cli.main(args) == 0
+    err = capsys.readouterr().err
+    n = len((root / "valid" / "wav.scp").read_text().splitlines())
+    assert f"probe: 100%" in err and f"{n}/{n}" in err and "probe reference: 100%" in err
+    assert probe_cli.main(["--quiet"] + args) == 0
+    assert "100%" not in capsys.readouterr().err

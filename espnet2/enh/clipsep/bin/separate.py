@@ -55,6 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--log_level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (errors and warnings still print)")
     return parser
 
 
@@ -62,6 +63,29 @@ def _say(line: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(line, file=sys.stderr)
+
+
+class AudioBar:
+    """One tqdm bar per input file, in seconds of audio separated (a long file advances block by block).
+
+    Drawn from the first ``progress`` call, when the file has been checked and its duration is known.
+    """
+
+    def __init__(self, path: Path, leave: bool, disable):
+        self.name, self.leave, self.disable, self.bar = path.name, leave, disable, None
+
+    def progress(self, done: float, total: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]"
+            self.bar = tqdm(total=total, desc=self.name, bar_format=fmt, leave=self.leave, disable=self.disable,
+                            file=sys.stderr)  # fmt: skip
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _import_quietly():
@@ -106,17 +130,19 @@ def main(cmd=None) -> int:
             _say(f"error: {err}")
             return 2
         failed, stems = 0, {}
-        for path in tqdm(args.inputs, desc="separate", unit="file", disable=None):
+        many = len(args.inputs) > 1
+        for path in tqdm(args.inputs, desc="separate", unit="file", disable=True if args.quiet or not many else None):
             if path.stem in stems:  # would write (or with --overwrite, replace) the same output files
                 _say(f"error: {path}: same output names as {stems[path.stem]} (separate them into different -o dirs)")
                 failed += 1
                 continue
             stems[path.stem] = path
+            bar = AudioBar(path, leave=not many, disable=True if args.quiet else None)
             try:
                 outs = sep.separate_file(
                     path, args.output_dir, remove=args.remove, per_channel=args.per_channel,
                     keep_input_rate=args.keep_input_rate, overwrite=args.overwrite, audio_format=args.format,
-                    queries=queries,
+                    queries=queries, progress=bar.progress,
                 )  # fmt: skip
                 logging.info("%s -> %s", path, ", ".join(str(p) for p in outs))
             except errors as err:
@@ -124,6 +150,8 @@ def main(cmd=None) -> int:
                 named = isinstance(err, separate.CLIPSepError) or str(err).startswith(str(path))
                 _say(f"error: {err}" if named else f"error: {path}: {type(err).__name__}: {err}")
                 failed += 1
+            finally:
+                bar.close()
     if failed and len(args.inputs) > 1:
         _say(f"separate: {failed} of {len(args.inputs)} inputs failed (see above); the others were separated")
     return 1 if failed else 0

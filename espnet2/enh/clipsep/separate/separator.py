@@ -311,11 +311,13 @@ class Separator:
         remove: bool,
         std: Optional[np.ndarray],
         sink: Callable[[np.ndarray], None],
+        progress: Optional[Callable[[float, float], None]] = None,
     ) -> None:
         """Stream input blocks ``(C, n)`` through resampling, chunked separation and resampling to ``sink``.
 
         ``sink`` receives output blocks ``(Q, B, m)`` (``B`` = C with ``per_channel``, else 1), in all exactly
         ``frames`` samples at the input rate (``keep_input_rate``) or their resampled length at the model's.
+        ``progress(done, total)`` is called with seconds of input separated so far and in all, first with 0.
         """
         batch = channels if per_channel else 1
         scale = None
@@ -335,12 +337,18 @@ class Separator:
                 y_np = up(y_np.reshape(q * b, n), last=last).reshape(q, b, -1)
             exact(y_np)
 
+        total, done = frames / rate, 0
+        if progress is not None:
+            progress(0.0, total)
         with self._mode(remove):
             for block in blocks:
                 x = block if per_channel else block.mean(0, keepdims=True)
                 if down is not None:
                     x = down(x)
                 emit(engine.push(torch.from_numpy(x)))
+                done += block.shape[1]
+                if progress is not None:
+                    progress(done / rate, total)
             if down is not None:
                 emit(engine.push(torch.from_numpy(down(np.zeros((batch, 0), np.float32), last=True))))
             emit(engine.flush(), last=True)
@@ -436,6 +444,7 @@ class Separator:
         overwrite: bool = False,
         audio_format: str = "wav",
         queries: Optional[List[Query]] = None,
+        progress: Optional[Callable[[float, float], None]] = None,
     ) -> List[Path]:
         """Separate one audio file, streaming, into one file per query in ``output_dir``.
 
@@ -450,6 +459,9 @@ class Separator:
             audio_format: ``wav`` (32-bit float) or ``flac`` (24-bit).
             queries: Already encoded queries (from :meth:`encode_queries`; then query/image/embedding are
                 ignored), to encode them once for many files.
+            progress: Called as ``progress(done, total)`` with the seconds of input separated so far and the
+                file's duration, first with ``done = 0`` and last with ``done = total``, one call per block
+                read (:data:`BLOCK_FRAMES` samples), so a long file reports as it goes.
 
         Returns:
             The output files, in query order.
@@ -478,9 +490,11 @@ class Separator:
                         length = resampled_length(audio.frames, audio.sample_rate, self.fs)
                     for start in range(0, length, BLOCK_FRAMES):
                         files.write(np.zeros((len(queries), channels, min(BLOCK_FRAMES, length - start)), np.float32))
+                    if progress is not None:
+                        progress(audio.frames / audio.sample_rate, audio.frames / audio.sample_rate)
                 else:
                     self._run(file_blocks(audio), audio.sample_rate, audio.channels, audio.frames, queries,
-                              per_channel, keep_input_rate, remove, audio.std, files.write)  # fmt: skip
+                              per_channel, keep_input_rate, remove, audio.std, files.write, progress)  # fmt: skip
                 files.commit()
             except BaseException:
                 files.abort()

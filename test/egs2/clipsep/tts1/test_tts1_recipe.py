@@ -126,9 +126,13 @@ def test_generation_batch_size_keeps_the_samples(recipe, tmp_path):
     cmd = [sys.executable, "-m", "espnet2.tts_diff.bin.generate_set", "--train_config", str(gen / "config.yaml"),
            "--model_file", str(gen / "model.pth"), "--spembs_scp", str(raw / "spembs.scp"), "--utt2label",
            str(raw / "utt2label"), "--max_per_class", str(PER_CLASS), "--steps", "3", "--device", "cpu",
-           "--batch_size", "1", "--output_dir", str(tmp_path / "one")]  # fmt: skip
+           "--batch_size", "1", "--output_dir", str(tmp_path / "one"), "--quiet"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=RECIPE, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the recipe's log has the progress bar over the clips; --quiet leaves it out
+    n = PER_CLASS * len(CLASSES)
+    assert f"generate: 100%" in (gen / "gen_test_iq" / "generate.log").read_text()
+    assert f"{n}/{n}" in (gen / "gen_test_iq" / "generate.log").read_text() and "%|" not in proc.stderr
     batched = dict(line.split() for line in (gen / "gen_test_iq" / "mel.scp").read_text().splitlines())
     alone = dict(line.split() for line in (tmp_path / "one" / "mel.scp").read_text().splitlines())
     assert sorted(alone) == sorted(batched) and len(alone) == PER_CLASS * len(CLASSES)

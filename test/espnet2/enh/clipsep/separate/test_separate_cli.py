@@ -84,6 +84,58 @@ def test_text_queries_and_several_files(noise, model, tmp_path, capsys):
     np.testing.assert_allclose(y, sep(x, 44100, query="violin"), atol=1e-6)
 
 
+class _Terminal:
+    """A stderr that says it is a terminal, so that tqdm draws its bars (it hides them from pipes)."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_counts_seconds_of_a_long_file_and_quiet_hides_it(noise, model, loaded_once, tmp_path,
+                                                                    monkeypatch):
+    """On a terminal, one bar per file counts seconds of audio (block by block: the next test); --quiet: none."""
+    import sys
+
+    seconds = 3 * (1 << 16) / FS + 0.5  # four blocks of espnet2.enh.clipsep.separate.audio_in.BLOCK_FRAMES
+    soundfile.write(tmp_path / "long.wav", noise(seconds, seed=3), FS)
+    out = []
+    for quiet in ((), ("--quiet",)):
+        term = _Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        rc = main(["--model", model, "--query", "violin", str(tmp_path / "long.wav"), "-o", str(tmp_path / "o"),
+                   "--overwrite", *quiet])
+        monkeypatch.undo()
+        assert rc == 0
+        out.append(term.buffer.getvalue())
+    assert f"long.wav:   0%" in out[0] and f"0.0/{seconds:.1f} s audio" in out[0]
+    assert f"long.wav: 100%" in out[0] and f"{seconds:.1f}/{seconds:.1f} s audio" in out[0]
+    assert out[1] == ""
+
+
+def test_separate_file_reports_progress_block_by_block(noise, model, loaded_once, tmp_path):
+    from espnet2.enh.clipsep.separate import Separator
+    from espnet2.enh.clipsep.separate.audio_in import BLOCK_FRAMES
+
+    frames = 2 * BLOCK_FRAMES + 1000
+    soundfile.write(tmp_path / "in.wav", noise(frames / FS, seed=4), FS)
+    calls = []
+    sep = Separator.from_pretrained(model, device="cpu")
+    sep.separate_file(tmp_path / "in.wav", tmp_path / "o", query="violin", progress=lambda d, t: calls.append((d, t)))
+    total = frames / FS
+    assert calls == [(0.0, total), (BLOCK_FRAMES / FS, total), (2 * BLOCK_FRAMES / FS, total), (total, total)]
+
+
 def test_remove_mode_and_input_rate(noise, model, tmp_path, capsys):
     x = noise(1.5, fs=22050, seed=3)
     soundfile.write(tmp_path / "noisy.wav", x, 22050, subtype="FLOAT")
