@@ -12,7 +12,7 @@
 #  7. scoring        SDR / SDRi / SI-SDRi (museval's window=inf values, fast backend; mean, SEM, median;
 #                    near-silent items skipped);
 #                    the mixtures' own scores are computed once per test set (<expdir>/score_mix_<set>.tsv)
-#  8. report         RESULTS.md (paired differences with 90 % intervals, speed gauge, s/step), spectrogram PNGs
+#  8. report         RESULTS.md (paired differences with 90 % intervals, speed gauge, s/step), listening page
 #                    and one HTML page with audio players
 #  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
 set -euo pipefail
@@ -60,7 +60,7 @@ train_jobs=1            # trainings run at once (on CPU each gets nproc/train_jo
 inference_model=valid.loss.best.pth   # checkpoint used for inference and packing
 inference_args=         # extra options of espnet2.enh.clipsep.bin.inference (e.g. --mask_type binary)
 test_queries="text image"   # query modalities to evaluate (query-conditioned models)
-num_examples=4          # examples rendered in the HTML report
+examples_per_class=1    # report examples per class (besides each system's best, median and worst SDRi)
 results=RESULTS.md      # the results table
 skip_pack=false         # skip stage 9
 help_message="Usage: $0 [options]   (stages: see the head of this file)"
@@ -366,13 +366,23 @@ stage_8() {
             report+=(--retrieval "${dumpdir}/clip/${dset}/image.scp" "${dumpdir}/clip/${dset}/text.scp" "${datadir}/${dset}/utt2label")
         fi
         report+=("${speed[@]}")
+        # what each example was asked: the target's label (the text query, before its templates) and the
+        # frames of the target's video (the image query; the page shows the middle one)
+        html=${expdir}/report_${dset}
+        mkdir -p "${html}"
+        report+=(--query_text "${mdir}/utt2label")
+        if [ -f "${datadir}/${dset}/frames.scp" ] && [ -f "${mdir}/mix2sources" ]; then
+            awk 'NR == FNR {f[$1] = $2; next} ($2 in f) {print $1, f[$2]}' "${datadir}/${dset}/frames.scp" \
+                "${mdir}/mix2sources" > "${html}/query_frames.scp"
+            report+=(--query_image "${html}/query_frames.scp")
+        fi
         out=${results}
         [ "$(echo ${test_sets} | wc -w)" -gt 1 ] && out=${results%.md}_${dset}.md
         ${python} -m espnet2.enh.clipsep.bin.report "${report[@]}" --mix_scp "${mdir}/wav.scp" \
             --ref_scp "${mdir}/spk1.scp" --label_file "${mdir}/utt2label" --timings "${timings}" \
             --title "CLIPSep separation: ${dset} ($(wc -l < "${mdir}/wav.scp") mixtures of ${corpus} clips)" \
-            --num_examples "${num_examples}" --output "${out}" --html_dir "${expdir}/report_${dset}"
-        log "Stage 8: wrote ${out} and ${expdir}/report_${dset}/index.html"
+            --per_class "${examples_per_class}" --output "${out}" --html_dir "${html}"
+        log "Stage 8: wrote ${out} and ${html}/index.html"
         cat "${out}"
     done
 }

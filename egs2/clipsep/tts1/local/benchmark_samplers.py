@@ -9,8 +9,8 @@ two on the mel before the vocoder) and the goal check (on the audio, and again o
 itself changes, without the vocoder's own errors; each probe-FD change with its 90 % interval from a paired
 bootstrap over the queries, since a dozen clips cannot settle a 10 % threshold on their own); writes
 ``samplers.png`` (probe-FD and s/sample vs steps), ``guidance.png`` (probe-FD and relevance vs w),
-``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with Pillow (matplotlib is not a
-dependency).
+``results.json`` and ``results.md`` to ``--out_dir``. The PNGs are drawn with matplotlib
+(:func:`espnet2.enh.clipsep.eval.figures.line_figure`, the report pages' figure module).
 
 Queries are cached CLIP embeddings (``--queries``: npy/kaldi_ark scp, e.g. the test set's ``image.scp`` for IQ,
 or ``text.scp`` with ``--mode zs|pd``); each query's class is ``utt2label`` of its key (its text for
@@ -188,84 +188,6 @@ def goal_check(rows: Sequence[Dict]) -> str:
     if mel_quality:
         line += f". On the mel before the vocoder: {'MET' if mel_met else 'NOT MET'}; " + "; ".join(mel_parts)
     return line
-
-
-def _ticks(lo: float, hi: float, log: bool, n: int = 5) -> List[float]:
-    if log:
-        a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-        return [10.0**e for e in range(a, b + 1)]
-    if hi == lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / (n - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
-    start = math.floor(lo / step) * step
-    return [start + i * step for i in range(int(math.ceil((hi - start) / step)) + 1)]
-
-
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-
-
-def line_plot(panels: Sequence[Dict], path: Path, size: Tuple[int, int] = (520, 380)) -> None:
-    """Draw line plots side by side into a PNG with Pillow.
-
-    Args:
-        panels: Each ``{"title", "xlabel", "ylabel", "series": {name: [(x, y), ...]}, "logx", "logy"}``; points
-            with ``y`` None are skipped; a panel without points says "n/a".
-        path: PNG to write (temp name + ``os.replace``).
-        size: Pixel size of one panel.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    w, h = size
-    img = Image.new("RGB", (w * len(panels), h), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    left, right, top, bottom = 70, 20, 30, 50
-    for p_i, panel in enumerate(panels):
-        ox = p_i * w
-        x0, x1, y0, y1 = ox + left, ox + w - right, top, h - bottom
-        draw.text((ox + left, 4), panel.get("title", ""), fill="black", font=font)
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text(((x0 + x1) // 2 - 3 * len(panel.get("xlabel", "")), h - 20), panel.get("xlabel", ""), fill="black", font=font)
-        draw.text((ox + 4, 17), panel.get("ylabel", ""), fill="black", font=font)
-        pts = [(x, y) for s in panel["series"].values() for x, y in s if y is not None]
-        logx, logy = panel.get("logx", False), panel.get("logy", False)
-        pts = [(x, y) for x, y in pts if (not logx or x > 0) and (not logy or y > 0)]
-        if not pts:
-            draw.text(((x0 + x1) // 2 - 10, (y0 + y1) // 2), "n/a", fill="gray", font=font)
-            continue
-        tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
-        ty = (lambda v: math.log10(v)) if logy else (lambda v: v)
-        xs, ys = [x for x, _ in pts], [y for _, y in pts]
-        xt, yt = _ticks(min(xs), max(xs), logx), _ticks(min(ys), max(ys), logy)
-        xlo, xhi = tx(min(xt[0], min(xs))), tx(max(xt[-1], max(xs)))
-        ylo, yhi = ty(min(yt[0], min(ys))), ty(max(yt[-1], max(ys)))
-        xhi, yhi = (xhi if xhi > xlo else xlo + 1), (yhi if yhi > ylo else ylo + 1)
-
-        def px(x, y):
-            return (x0 + 8 + (tx(x) - xlo) / (xhi - xlo) * (x1 - x0 - 16), y1 - 8 - (ty(y) - ylo) / (yhi - ylo) * (y1 - y0 - 16))
-
-        for v in xt:
-            X, _ = px(v, yt[0])
-            draw.line([X, y1, X, y1 + 4], fill="black")
-            draw.text((X - 8, y1 + 6), f"{v:g}", fill="black", font=font)
-        for v in yt:
-            _, Y = px(xt[0], v)
-            draw.line([x0 - 4, Y, x0, Y], fill="black")
-            draw.text((ox + 8, Y - 5), f"{v:.3g}", fill="black", font=font)
-        for s_i, (name, series) in enumerate(panel["series"].items()):
-            color = COLORS[s_i % len(COLORS)]
-            xy = [px(x, y) for x, y in sorted(series) if y is not None and (not logx or x > 0) and (not logy or y > 0)]
-            if len(xy) > 1:
-                draw.line(xy, fill=color, width=2)
-            for X, Y in xy:
-                draw.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=color)
-            draw.text((x1 - 110, y0 + 6 + 12 * s_i), f"- {name}", fill=color, font=font)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def sampler_panels(rows: Sequence[Dict]) -> List[Dict]:
@@ -674,9 +596,11 @@ def main(cmd=None) -> int:
         f" Plots: {args.out_dir}/samplers.png"
         f" (probe-FD and s/sample vs steps), {args.out_dir}/guidance.png (probe-FD and relevance vs w).{reused}",
     ])  # fmt: skip
+    from espnet2.enh.clipsep.eval.figures import line_figure
+
     print(text)
-    line_plot(sampler_panels(rows), args.out_dir / "samplers.png")
-    line_plot(guidance_panels(sweep), args.out_dir / "guidance.png")
+    line_figure(sampler_panels(rows), args.out_dir / "samplers.png")
+    line_figure(guidance_panels(sweep), args.out_dir / "guidance.png")
     (args.out_dir / "results.md").write_text(text + "\n", encoding="utf-8")
     (args.out_dir / "results.json").write_text(json.dumps(dict(samplers=rows, guidance=sweep), indent=1), encoding="utf-8")
     print(f"wrote {args.out_dir}/samplers.png, guidance.png, results.md, results.json", file=sys.stderr)

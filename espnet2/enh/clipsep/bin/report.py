@@ -1,4 +1,4 @@
-"""Collect score directories into RESULTS.md, spectrogram PNGs and one HTML listening page.
+"""Collect score directories into RESULTS.md and one HTML listening page (queries, players, figures).
 
 Examples:
     python -m espnet2.enh.clipsep.bin.report \\
@@ -6,6 +6,7 @@ Examples:
         --result "CLIPSep-NIT|image|exp/nit/score_image|exp/nit/infer_image/spk1.scp" \\
         --result "PIT|oracle|exp/pit/score|exp/pit/infer/spk1.scp,exp/pit/infer/spk2.scp" \\
         --mix_scp data/test_mix/wav.scp --ref_scp data/test_mix/spk1.scp --label_file data/test_mix/utt2label \\
+        --query_text data/test_mix/utt2label --query_image exp/report/query_frames.scp \\
         --timings exp/timings.tsv --output RESULTS.md --html_dir exp/report
 """
 
@@ -21,7 +22,8 @@ from espnet2.enh.clipsep.eval.report import build_report, load_result, parse_res
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m espnet2.enh.clipsep.bin.report",
-        description="RESULTS.md table, spectrogram PNGs and an HTML listening page from score directories.",
+        description="RESULTS.md table and an HTML listening page (queries, players, spectrograms, per-class "
+        "table, SDRi distribution) from score directories.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -31,7 +33,11 @@ def get_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--mix_scp", type=Path, required=True, help="mixture wav.scp")
     parser.add_argument("--ref_scp", type=Path, required=True, help="target reference scp (spk1.scp)")
-    parser.add_argument("--label_file", type=Path, default=None, help="utt2label ('<key> <label>') for examples")
+    parser.add_argument("--label_file", type=Path, default=None,
+                        help="utt2label ('<key> <class>'): the per-class table and examples")
+    parser.add_argument("--query_text", type=Path, default=None, help="'<key> <text query>' shown with each example")
+    parser.add_argument("--query_image", type=Path, default=None,
+                        help="'<key> <picture, or directory of frames (the middle one is shown)>' of each image query")
     parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
     parser.add_argument(
         "--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
@@ -49,7 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
              "zero-shot top-1 and text-to-image R-precision",
     )  # fmt: skip
     parser.add_argument("--title", default="CLIPSep separation results", help="report title")
-    parser.add_argument("--num_examples", type=int, default=4, help="example keys on the HTML page")
+    parser.add_argument("--per_class", type=int, default=1,
+                        help="examples per class on the page, besides each system's best, median and worst SDRi")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
     parser.add_argument("--html_dir", type=Path, required=True, help="directory for index.html, audio/, img/")
     parser.add_argument(
@@ -73,13 +80,14 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=args.log_level, format="%(asctime)s [report] %(levelname)s: %(message)s")
     try:
-        if args.num_examples < 0:
-            raise ValueError("--num_examples must be >= 0")
+        if args.per_class < 0:
+            raise ValueError("--per_class must be >= 0")
         results = [load_result(parse_result(spec)) for spec in args.result]
         step_times = [parse_step_time(spec) for spec in args.step_time]
         build_report(
             results, args.mix_scp, args.ref_scp, args.output, args.html_dir, args.title,
-            num_examples=args.num_examples, label_file=args.label_file, timings=args.timings,
+            per_class=args.per_class, label_file=args.label_file, timings=args.timings,
+            query_text=args.query_text, query_image=args.query_image,
             comparisons=[tuple(pair) for pair in args.compare], gauge=args.gauge, step_times=step_times,
             retrieval=tuple(args.retrieval) if args.retrieval else None,
         )  # fmt: skip

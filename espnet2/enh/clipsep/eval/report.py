@@ -1,13 +1,15 @@
-"""Results report: a Markdown results table, spectrogram PNGs (Pillow only) and one HTML listening page.
+"""Results report: a Markdown results table and one HTML listening page with matplotlib figures.
 
 Inputs are score directories written by :mod:`espnet2.enh.clipsep.bin.score` and the scps the scores came from.
-For each example key and result, one PNG stacks four panels (frequency low at the bottom): the log-magnitude
-spectrograms of the mixture, the target and the estimate, and the *effective mask* ``|STFT(est)| / |STFT(mix)|``
-clipped to [0, 1] — the ratio the output realises, not the model's internal mask.
+The page shows, per example, the query (its text, or a thumbnail of the query image), players for the mixture,
+the target, each system's estimate and its residual (mixture - estimate), and one figure of spectrograms
+(:func:`espnet2.enh.clipsep.eval.figures.example_figure`). Examples are chosen per system at its best, median
+and worst SDRi, plus some per class; a per-class SDRi table and a distribution plot summarise the whole set.
 """
 
 import html
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -21,47 +23,36 @@ import numpy as np
 
 from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.eval.gauge import read_gauge
+from espnet2.enh.clipsep.eval.figures import distribution_figure, example_figure, image_thumbnail
 from espnet2.enh.clipsep.eval.intervals import paired_difference
+from espnet2.enh.clipsep.eval.page import audio_tag, document, figure_tag, html_table, image_tag
 from espnet2.enh.clipsep.eval.retrieval import clip_retrieval
 from espnet2.enh.clipsep.eval.scoring import SUMMARY_METRICS, load_audio, read_score_dir
 from espnet2.enh.clipsep.files.writing import write_text_atomic, write_wav_atomic
 
 __all__ = [
-    "DB_RANGE",
     "TABLE_HEADER",
+    "Example",
     "Result",
     "build_report",
+    "class_rows",
     "comparison_rows",
     "gauge_lines",
     "retrieval_line",
-    "colormap",
     "environment_line",
     "estimate_scp_value",
     "format_seconds",
     "format_stat",
-    "html_table",
     "load_result",
     "markdown_table",
     "parse_result",
     "pick_examples",
-    "png_size",
+    "query_image_file",
     "read_timings",
-    "render_example_png",
     "results_rows",
-    "stft_magnitude",
     "timings_rows",
-    "to_unit_db",
 ]
 
-N_FFT, HOP = 1024, 256
-DB_RANGE = (-80.0, 0.0)  # dB re. a full-scale sinusoid; fixed so panels and examples compare
-PANEL_W, PANEL_H, LABEL_H, LEFT, MARGIN = 512, 128, 16, 44, 6
-# Anchor colours of a perceptually uniform dark-blue -> green -> yellow map, interpolated linearly.
-_CMAP = np.array(
-    [[68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142],
-     [31, 158, 137], [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37]],
-    dtype=np.float64,
-)  # fmt: skip
 TABLE_HEADER = (
     "System", "Query", "N (skipped)", "SDR", "SDRi", "SI-SDRi", "SDRi median", "SI-SDRi median"
 )  # fmt: skip
@@ -168,12 +159,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in rows)
-    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
-
-
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -197,93 +182,6 @@ def environment_line() -> str:
     return ", ".join(parts)
 
 
-# --------------------------------------------------------------------------------------- spectrograms
-
-
-def stft_magnitude(wav: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """Magnitude of the centred STFT with a periodic Hann window.
-
-    Args:
-        wav: (T,) signal.
-    Returns:
-        (n_fft // 2 + 1, 1 + T // hop) magnitudes scaled so that a full-scale sinusoid peaks at 1.
-    """
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
-    pad = n_fft // 2
-    x = np.pad(wav.astype(np.float64), pad, mode="reflect" if len(wav) > pad else "constant")
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    return np.abs(np.fft.rfft(frames * window, axis=-1)).T / (window.sum() / 2.0)
-
-
-def to_unit_db(mag: np.ndarray, db_range: Tuple[float, float] = DB_RANGE) -> np.ndarray:
-    """20·log10(mag) mapped from ``db_range`` to [0, 1] (clipped); same shape as ``mag``."""
-    db = 20.0 * np.log10(np.maximum(mag, 1e-12))
-    return np.clip((db - db_range[0]) / (db_range[1] - db_range[0]), 0.0, 1.0)
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """Maps (H, W) values in [0, 1] to (H, W, 3) uint8 RGB with the ``_CMAP`` anchors."""
-    pos = np.clip(values, 0.0, 1.0) * (len(_CMAP) - 1)
-    anchors = np.arange(len(_CMAP))
-    rgb = np.stack([np.interp(pos, anchors, _CMAP[:, c]) for c in range(3)], axis=-1)
-    return np.round(rgb).astype(np.uint8)
-
-
-def _panel(values: np.ndarray):
-    """(F, N) values in [0, 1], row 0 = lowest frequency -> PANEL_W x PANEL_H RGB image, low frequency at bottom."""
-    from PIL import Image
-
-    img = Image.fromarray(np.ascontiguousarray(values[::-1], dtype=np.float32), mode="F")
-    img = img.resize((PANEL_W, PANEL_H), Image.Resampling.BILINEAR)
-    return Image.fromarray(colormap(np.asarray(img)), mode="RGB")
-
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "replace").decode("ascii")
-
-
-def png_size() -> Tuple[int, int]:
-    """(width, height) of every example PNG."""
-    return LEFT + PANEL_W + MARGIN, LABEL_H + 4 * (LABEL_H + PANEL_H) + LABEL_H
-
-
-def render_example_png(
-    mix: np.ndarray, target: np.ndarray, est: np.ndarray, rate: int, title: str, path: Path
-) -> None:
-    """Writes the four-panel PNG (mixture, target, estimate, effective mask) of one example.
-
-    Args:
-        mix, target, est: (T,) signals of equal length.
-        rate: sample rate (for the axis labels).
-        title: ASCII-rendered header line.
-        path: PNG to write (atomically).
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    mags = [stft_magnitude(x) for x in (mix, target, est)]
-    mask = np.clip(mags[2] / np.maximum(mags[0], 1e-10), 0.0, 1.0)
-    lo, hi = DB_RANGE
-    names = [f"{n} - log magnitude, {lo:.0f}..{hi:.0f} dB" for n in ("mixture", "target", "estimate")]
-    panels = [(names[i], to_unit_db(m)) for i, m in enumerate(mags)]
-    panels.append(("effective mask |est|/|mix|, 0..1", mask))
-    width, height = png_size()
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    draw.text((LEFT, 2), _ascii(title), fill="black", font=font)
-    top_khz = rate / 2000.0
-    for i, (label, values) in enumerate(panels):
-        y = LABEL_H + i * (LABEL_H + PANEL_H)
-        draw.text((LEFT, y + 2), label, fill="black", font=font)
-        canvas.paste(_panel(values), (LEFT, y + LABEL_H))
-        draw.text((2, y + LABEL_H), f"{top_khz:g}kHz", fill="black", font=font)
-        draw.text((2, y + LABEL_H + PANEL_H - 12), "0", fill="black", font=font)
-    draw.text((LEFT, height - LABEL_H + 2), f"time 0..{len(mix) / rate:.2f} s", fill="black", font=font)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    canvas.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------- report
 
 
@@ -291,10 +189,78 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
-def pick_examples(results: Sequence[Result], tables: Sequence[Dict[str, str]], num: int) -> List[str]:
-    """The first ``num`` sorted keys scored in every result and present in every given scp table."""
-    keys = set.intersection(*(set(r.rows) for r in results), *(set(t) for t in tables))
-    return sorted(keys)[:num]
+@dataclass
+class Example:
+    """A key shown on the page and why it was chosen (e.g. ``"median SDRi of CLIPSep-NIT (text)"``)."""
+
+    key: str
+    why: List[str] = field(default_factory=list)
+
+
+def _sdri_order(result: Result, keys: Sequence[str]) -> List[str]:
+    """``keys`` with a finite SDRi in ``result``, from the lowest SDRi to the highest (ties by key)."""
+    finite = [k for k in keys if math.isfinite(result.rows[k]["sdri"])]
+    return sorted(finite, key=lambda k: (result.rows[k]["sdri"], k))
+
+
+def pick_examples(
+    results: Sequence[Result], tables: Sequence[Dict[str, str]], labels: Dict[str, str], per_class: int = 1
+) -> List[Example]:
+    """The examples of the page, each key once with every reason it was chosen.
+
+    Among the keys scored in every result and present in every table: for each result the keys of its best,
+    median and worst SDRi; then, per class of ``labels`` (sorted), the ``per_class`` keys nearest the class's
+    median SDRi of the first result.
+    """
+    keys = sorted(set.intersection(*(set(r.rows) for r in results), *(set(t) for t in tables)))
+    picked: Dict[str, Example] = {}
+
+    def add(key: str, why: str) -> None:
+        picked.setdefault(key, Example(key)).why.append(why)
+
+    for r in results:
+        order = _sdri_order(r, keys)
+        if order:
+            add(order[-1], f"best SDRi of {r.name}")
+            add(order[(len(order) - 1) // 2], f"median SDRi of {r.name}")
+            add(order[0], f"worst SDRi of {r.name}")
+    if per_class > 0 and labels and results:
+        for label in sorted({labels[k] for k in keys if k in labels}):
+            order = _sdri_order(results[0], [k for k in keys if labels.get(k) == label])
+            mid = (len(order) - 1) / 2
+            for key in sorted(order, key=lambda k: (abs(order.index(k) - mid), k))[:per_class]:
+                add(key, f"class {label}")
+    return list(picked.values())
+
+
+def class_rows(results: Sequence[Result], labels: Dict[str, str]) -> List[Tuple[str, ...]]:
+    """Per class of ``labels``: the number of items and each result's SDRi mean ± SEM over that class."""
+    rows = []
+    for label in sorted(set(labels.values())):
+        cells, counts = [], set()
+        for r in results:
+            values = [r.rows[k]["sdri"] for k in r.rows if labels.get(k) == label and math.isfinite(r.rows[k]["sdri"])]
+            counts.add(len(values))
+            if not values:
+                cells.append("n/a")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.2f}")
+            else:
+                cells.append(f"{np.mean(values):.2f} ± {np.std(values, ddof=1) / math.sqrt(len(values)):.2f}")
+        if max(counts, default=0) > 0:
+            rows.append((label, "/".join(str(c) for c in sorted(counts)), *cells))
+    return rows
+
+
+def query_image_file(value: str) -> Path:
+    """The picture of an image query: the file itself, or the middle frame of a directory of frames."""
+    path = Path(value)
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not frames:
+            raise ValueError(f"{path}: no .jpg/.png frames for the query thumbnail")
+        return frames[(len(frames) - 1) // 2]
+    return path
 
 
 def estimate_scp_value(result: Result, tables: Dict[Path, Dict[str, str]], key: str) -> str:
@@ -370,7 +336,7 @@ def build_report(
     output: Path,
     html_dir: Path,
     title: str,
-    num_examples: int = 4,
+    per_class: int = 1,
     label_file: Optional[Path] = None,
     timings: Optional[Path] = None,
     progress: bool = True,
@@ -378,14 +344,20 @@ def build_report(
     gauge: Optional[Path] = None,
     step_times: Sequence[Tuple[str, float, int]] = (),
     retrieval: Optional[Tuple[Path, Path, Path]] = None,
+    query_text: Optional[Path] = None,
+    query_image: Optional[Path] = None,
 ) -> None:
-    """Writes ``output`` (Markdown), ``html_dir/index.html``, ``html_dir/audio/*.wav`` and ``html_dir/img/*.png``.
+    """Writes ``output`` (Markdown), ``html_dir/index.html``, ``html_dir/audio/*.wav`` and ``html_dir/img/*``.
 
-    ``results`` must already be loaded (:func:`load_result`). ``comparisons`` are ``(A, B)`` pairs of
-    ``SYSTEM|QUERY`` names reported as paired differences A - B; ``gauge`` is a speed-gauge JSON
+    ``results`` must already be loaded (:func:`load_result`). ``label_file`` (``<key> <class>``) gives the
+    per-class table and examples; ``query_text`` (``<key> <text>``) and ``query_image`` (``<key> <picture or
+    directory of frames>``) show each example's query. ``comparisons`` are ``(A, B)`` pairs of ``SYSTEM|QUERY``
+    names reported as paired differences A - B; ``gauge`` is a speed-gauge JSON
     (:mod:`espnet2.enh.clipsep.eval.gauge`) and ``step_times`` ``(system, seconds per step, steps)`` rows;
-    ``retrieval`` ``(image scp, text scp, utt2label)`` of the test clips adds the CLIP alignment line. Raises ``FileNotFoundError`` / ``ValueError`` with
-    one clear line on missing or inconsistent inputs.
+    ``retrieval`` ``(image scp, text scp, utt2label)`` of the test clips adds the CLIP alignment line.
+
+    Raises:
+        FileNotFoundError, ValueError: one clear line on missing or inconsistent inputs.
     """
     from tqdm import tqdm
 
@@ -394,11 +366,15 @@ def build_report(
     mix_table, ref_table = read_table(mix_scp), read_table(ref_scp)
     inf_tables = {p: read_table(p) for r in results for p in r.inf_scps}
     labels = read_table(label_file) if label_file is not None else {}
+    texts = read_table(query_text) if query_text is not None else {}
+    images = read_table(query_image) if query_image is not None else {}
     timing_rows = timings_rows(read_timings(timings)) if timings is not None else []
-    examples = pick_examples(results, [mix_table, ref_table, *inf_tables.values()], num_examples)
+    examples = pick_examples(results, [mix_table, ref_table, *inf_tables.values()], labels, per_class)
     compared = comparison_rows(results, comparisons)
     speed = gauge_lines(read_gauge(gauge) if gauge is not None else None, step_times)
     clip_line = retrieval_line(*retrieval) if retrieval is not None else ""
+    per_class_table = class_rows(results, labels) if labels else []
+    class_header = ("Class", "Items", *(f"{r.name} SDRi" for r in results))
 
     html_dir = Path(html_dir)
     (html_dir / "audio").mkdir(parents=True, exist_ok=True)
@@ -412,58 +388,68 @@ def build_report(
         "(DESIGN §6; computed by the fast backend, equal to museval within 1e-6 dB), and zero-mean SI-SDR; SDRi / SI-SDRi are improvements over the mixture. Cells are mean ± SEM "
         "over the N scored items, medians alongside; skipped = near-silent items (sum|x| <= 1e-5)." + mix_note
     )
+    distribution_figure(
+        {r.name: [v["sdri"] for v in r.rows.values() if math.isfinite(v["sdri"])] for r in results},
+        html_dir / "img" / "sdri_distribution.png", "SDRi (dB)", "SDRi per test item",
+    )  # fmt: skip
+
+    def wav(name: str, x: np.ndarray, rate: int) -> str:
+        write_wav_atomic(html_dir / "audio" / name, np.clip(x, -1.0, 1.0), rate, "PCM_16")
+        return audio_tag(f"audio/{name}")
 
     sections = []
-    for j, key in enumerate(tqdm(examples, desc="report", unit="example", disable=not progress)):
+    for j, ex in enumerate(tqdm(examples, desc="report", unit="example", disable=not progress)):
+        key = ex.key
         mix, rate = load_audio(mix_table[key])
         target, _ = load_audio(ref_table[key])
-        write_wav_atomic(html_dir / "audio" / f"ex{j}_mixture.wav", np.clip(mix, -1.0, 1.0), rate, "PCM_16")
-        write_wav_atomic(html_dir / "audio" / f"ex{j}_target.wav", np.clip(target, -1.0, 1.0), rate, "PCM_16")
-        players = [("Mixture", f"audio/ex{j}_mixture.wav", ""), ("Target", f"audio/ex{j}_target.wav", "")]
-        figures = []
+        rows = [("Mixture", wav(f"ex{j}_mixture.wav", mix, rate), "", ""),
+                ("Target", wav(f"ex{j}_target.wav", target, rate), "", "")]  # fmt: skip
+        estimates = []
         for i, r in enumerate(results):
             est, est_rate = load_audio(estimate_scp_value(r, inf_tables, key))
             if est_rate != rate:
                 raise ValueError(f"{key}: estimate of {r.name} is {est_rate} Hz, mixture {rate} Hz")
+            n = min(len(mix), len(est))
             stem = f"ex{j}_r{i}_{_slug(r.system)}_{_slug(r.query)}"
-            write_wav_atomic(html_dir / "audio" / f"{stem}.wav", np.clip(est, -1.0, 1.0), rate, "PCM_16")
             row = r.rows[key]
             note = f"SDRi {row['sdri']:.2f} dB, SI-SDRi {row['si_sdri']:.2f} dB"
-            players.append((r.name, f"audio/{stem}.wav", note))
-            n = min(len(mix), len(target), len(est))
-            render_example_png(mix[:n], target[:n], est[:n], rate, f"{key} | {r.system} | {r.query}",
-                               html_dir / "img" / f"{stem}.png")  # fmt: skip
-            figures.append((r.name, f"img/{stem}.png"))
+            rows.append((r.name, wav(f"{stem}.wav", est, rate), wav(f"{stem}_residual.wav", mix[:n] - est[:n], rate),
+                         note))  # fmt: skip
+            estimates.append((r.name, est[:n]))
+        n = min([len(mix), len(target)] + [len(e) for _, e in estimates])
+        png = f"img/ex{j}.png"
+        example_figure(mix[:n], target[:n], [(name, e[:n]) for name, e in estimates], rate,
+                       f"{key}" + (f" ({labels[key]})" if key in labels else ""), html_dir / png)  # fmt: skip
+        query = []
+        if key in texts:
+            query.append(f"<span>text query: <q>{html.escape(texts[key])}</q></span>")
+        if key in images:
+            width, height = image_thumbnail(query_image_file(images[key]), html_dir / "img" / f"ex{j}_query.jpg")
+            query.append("<span>image query:</span>" + image_tag(f"img/ex{j}_query.jpg", f"image query of {key}",
+                                                                   width, height))  # fmt: skip
         label = labels.get(key, "")
-        rows_html = "".join(
-            f"<tr><th>{html.escape(name)}</th><td><audio controls preload=\"none\" src=\"{html.escape(src)}\">"
-            f"</audio></td><td>{html.escape(note)}</td></tr>\n"
-            for name, src, note in players
-        )
-        figs_html = "".join(
-            f"<figure><img src=\"{html.escape(src)}\" alt=\"{html.escape(name)} spectrograms\">"
-            f"<figcaption>{html.escape(name)}</figcaption></figure>\n"
-            for name, src in figures
-        )
         heading = html.escape(key) + (f" &mdash; {html.escape(label)}" if label else "")
-        sections.append(f"<section>\n<h3>{heading}</h3>\n<table>\n{rows_html}</table>\n{figs_html}</section>\n")
+        sections.append(
+            f"<section>\n<h3>{heading}</h3>\n<p class=\"why\">{html.escape('; '.join(ex.why))}</p>\n"
+            + (f"<div class=\"query\">{''.join(query)}</div>\n" if query else "")
+            + html_table(("", "Output", "Residual (mixture - output)", "Scores"), rows, raw=(1, 2))
+            + figure_tag(png, f"{key}: spectrograms (log frequency) and effective masks")
+            + "</section>\n"
+        )
 
-    timings_html = ""
+    body = [f"<p>{html.escape(what.replace('`', ''))}</p>\n", html_table(TABLE_HEADER, table)]
+    if clip_line:
+        body.append(f"<p>{html.escape(clip_line)}</p>\n")
+    body.append(figure_tag("img/sdri_distribution.png", "SDRi per test item, one box per system"))
+    if per_class_table:
+        body.append("<h2>SDRi per class</h2>\n" + html_table(class_header, per_class_table))
+    if compared:
+        body.append(f"<h2>Paired differences</h2>\n{html_table(COMPARISON_HEADER, compared)}")
     if timing_rows:
-        timings_html = "<h2>Wall time per stage</h2>\n" + html_table(("Stage", "Name", "Wall time"), timing_rows)
-    page = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
-        "figure{display:inline-block;margin:4px}</style>\n</head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(what.replace('`', ''))}</p>\n"
-        f"{html_table(TABLE_HEADER, table)}"
-        + (f"<p>{html.escape(clip_line)}</p>\n" if clip_line else "")
-        + (f"<h2>Paired differences</h2>\n{html_table(COMPARISON_HEADER, compared)}" if compared else "")
-        + f"{timings_html}<p>{html.escape(env)}</p>\n"
-        f"<h2>Examples</h2>\n{''.join(sections) or '<p>No key is scored in every result.</p>'}</body>\n</html>\n"
-    )
-    write_text_atomic(html_dir / "index.html", page)
+        body.append("<h2>Wall time per stage</h2>\n" + html_table(("Stage", "Name", "Wall time"), timing_rows))
+    body.append(f"<p>{html.escape(env)}</p>\n<h2>Examples</h2>\n")
+    body.append("".join(sections) or "<p>No key is scored in every result.</p>\n")
+    write_text_atomic(html_dir / "index.html", document(title, "".join(body)))
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -471,6 +457,9 @@ def build_report(
     md = [f"# {title}\n", f"{what}\n", markdown_table(TABLE_HEADER, table)]
     if clip_line:
         md.append(clip_line + "\n")
+    if per_class_table:
+        md += ["## SDRi per class\n", "Mean ± SEM in dB over the test items of each class (the target's class).\n",
+               markdown_table(class_header, per_class_table)]  # fmt: skip
     if compared:
         md += [
             "## Paired differences\n",
@@ -483,6 +472,6 @@ def build_report(
         md += ["## Wall time per stage\n", markdown_table(("Stage", "Name", "Wall time"), timing_rows)]
     if speed:
         md += ["## Speed gauge\n", "\n".join(speed) + "\n"]
-    md += [f"Environment: {env}.\n", f"Listening examples and spectrograms: [{link}]({link})\n"]
+    md += [f"Environment: {env}.\n", f"Listening page (queries, players, spectrograms, per-class table, SDRi "
+           f"distribution): [{link}]({link})\n"]  # fmt: skip
     write_text_atomic(output, "\n".join(md))
-

@@ -1,4 +1,4 @@
-"""python -m espnet2.enh.clipsep.bin.report: table numbers, PNGs, one self-consistent HTML page, clear errors."""
+"""python -m espnet2.enh.clipsep.bin.report: table numbers, figures, one self-consistent HTML page, clear errors."""
 
 from html.parser import HTMLParser
 from pathlib import Path
@@ -9,7 +9,9 @@ import soundfile
 from PIL import Image
 
 from espnet2.enh.clipsep.bin import report, score
-from espnet2.enh.clipsep.eval.report import PANEL_H, LABEL_H, colormap, png_size, stft_magnitude
+from espnet2.enh.clipsep.eval import figures
+from espnet2.enh.clipsep.eval.figures import stft_magnitude
+from espnet2.enh.clipsep.eval.report import Result, class_rows, pick_examples
 from espnet2.enh.clipsep.eval.scoring import read_score_dir
 
 FS = 8000
@@ -43,6 +45,14 @@ def setup(tmp_path_factory):
                            str(scps["spk2"]), "--inf_scp", str(inf), "--output_dir", str(root / f"score_{name}")]) == 0
         systems[name] = (root / f"score_{name}", inf)
     (root / "utt2label").write_text("k1 violin & dog <1>\nk2 flute\nk3 cat\n")
+    (root / "query_text").write_text("k1 violin & dog <1>\nk2 flute\nk3 cat\n")
+    lines = []
+    for i, key in enumerate(KEYS):  # a directory of 3 frames per key; the middle one is the query's picture
+        (root / "frames" / key).mkdir(parents=True)
+        for f in range(3):
+            Image.new("RGB", (64, 48), (80 * i, 60 * f, 200)).save(root / "frames" / key / f"{f:06d}.jpg")
+        lines.append(f"{key} {root / 'frames' / key}\n")
+    (root / "query_image").write_text("".join(lines))
     (root / "timings.tsv").write_text("stage\tname\tseconds\n5\ttrain\t3723\n6\tinference\t12.34\n")
     return root, scps, systems
 
@@ -51,7 +61,8 @@ def _args(root, scps, systems, *extra):
     results = ["--result", f"SysA|text|{systems['SysA'][0]}|{systems['SysA'][1]}",
                "--result", f"SysB|image|{systems['SysB'][0]}|{systems['SysB'][1]}"]
     return [*results, "--mix_scp", str(scps["mix"]), "--ref_scp", str(scps["spk1"]), "--label_file",
-            str(root / "utt2label"), "--timings", str(root / "timings.tsv"), "--num_examples", "2",
+            str(root / "utt2label"), "--timings", str(root / "timings.tsv"), "--query_text", str(root / "query_text"),
+            "--query_image", str(root / "query_image"),
             "--output", str(root / "out" / "RESULTS.md"), "--html_dir", str(root / "out" / "html"), *extra]
 
 
@@ -84,15 +95,15 @@ def test_results_table_rows(setup, built):
     assert "[html/index.html](html/index.html)" in md
 
 
-def test_pngs_have_expected_size_and_orientation(built):
-    pngs = sorted((built / "html" / "img").glob("*.png"))
-    assert len(pngs) == 2 * 2  # 2 examples x 2 systems
+def test_figures_are_pngs_named_on_the_page(built):
+    pngs = sorted(p.name for p in (built / "html" / "img").glob("*.png"))
+    page = (built / "html" / "index.html").read_text()
+    assert "sdri_distribution.png" in pngs and all(f'src="img/{name}"' in page for name in pngs)
+    examples = [p for p in pngs if p.startswith("ex")]
+    assert len(examples) == page.count("<section>")
     for png in pngs:
-        with Image.open(png) as img:
-            assert img.size == png_size() and img.mode == "RGB"
-    with Image.open(pngs[0]) as img:
-        target = np.asarray(img, dtype=np.float64)[2 * LABEL_H + PANEL_H + LABEL_H:][:PANEL_H].sum(-1)
-    assert target[-PANEL_H // 4:].mean() > target[: PANEL_H // 4].mean()  # low frequencies at the bottom
+        with Image.open(built / "html" / "img" / png) as img:
+            assert img.format == "PNG" and img.width > 400
 
 
 class _Links(HTMLParser):
@@ -109,7 +120,13 @@ def test_html_references_existing_files_only(built):
     page = (built / "html" / "index.html").read_text()
     parser = _Links()
     parser.feed(page)
-    assert parser.audio == 2 * (2 + 2)  # per example: mixture, target, two estimates
+    sections = page.count("<section>")
+    assert sections == 3  # k1..k3: each is some system's best, median or worst (three keys, two systems)
+    assert parser.audio == sections * (2 + 2 * 2)  # mixture, target; per system its estimate and residual
+    assert page.count("text query: <q>") == sections and page.count('alt="image query of') == sections
+    assert "<q>violin &amp; dog &lt;1&gt;</q>" in page
+    assert "median SDRi of SysA (text)" in page and "class flute" in page
+    assert "<h2>SDRi per class</h2>" in page
     assert parser.links and all((built / "html" / link).is_file() for link in parser.links)
     assert all(not Path(link).is_absolute() for link in parser.links)
     assert "violin &amp; dog &lt;1&gt;" in page and "<1>" not in page
@@ -136,14 +153,69 @@ def test_malformed_result_spec_is_an_error(setup, tmp_path, capsys):
     assert "SYSTEM|QUERY|SCORE_DIR|INF_SCP" in capsys.readouterr().err
 
 
-def test_stft_and_colormap():
+def test_stft_magnitude():
     x = np.sin(2 * np.pi * 1000 * np.arange(FS) / FS)
     mag = stft_magnitude(x)
     assert mag.shape == (513, 1 + FS // 256)
     assert mag[:, 10].argmax() == 128 and mag[:, 10].max() == pytest.approx(1.0, abs=1e-6)  # 1 kHz at 8 kHz
-    rgb = colormap(np.array([[0.0, 0.5, 1.0]]))
-    assert rgb.shape == (1, 3, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0].sum() < rgb[0, 1].sum() < rgb[0, 2].sum()  # brighter with value
+
+
+def test_residual_is_the_mixture_minus_the_estimate(setup, built):
+    root, scps, systems = setup
+    page = (built / "html" / "index.html").read_text()
+    j = next(i for i in range(3) if f"audio/ex{i}_r0_SysA_text_residual.wav" in page)
+    key = next(k for k in KEYS if f"<h3>{k}" in page.split("<section>")[j + 1])
+    mix, _ = soundfile.read(root / "mix" / f"{key}.wav")
+    est, _ = soundfile.read(root / "inf_SysA" / f"{key}.wav")
+    res, _ = soundfile.read(built / "html" / "audio" / f"ex{j}_r0_SysA_text_residual.wav")
+    np.testing.assert_allclose(res, mix - est, atol=1 / 32768)  # 16-bit PCM
+
+
+def test_example_figure_axes(monkeypatch, tmp_path):
+    """Log-frequency axis in Hz up to Nyquist, time in seconds, a colour bar per panel (dB; mask 0..1)."""
+    shown = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: shown.setdefault("fig", fig))
+    t = np.arange(FS) / FS
+    tone, noise = 0.5 * np.sin(2 * np.pi * 1000 * t), 0.1 * np.random.default_rng(0).standard_normal(FS)
+    figures.example_figure(tone + noise, tone, [("Sys", tone + 0.5 * noise)], FS, "k", tmp_path / "x.png")
+    fig = shown["fig"]
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    bars = [ax for ax in fig.axes if not ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "mixture", "target", "Sys: estimate", "Sys: effective mask |est| / |mix|"]
+    assert sorted(ax.get_ylabel() for ax in bars) == ["dB", "dB", "dB", "mask"]
+    for ax in panels:
+        assert ax.get_yscale() == "log" and ax.get_ylim()[1] == FS / 2
+        assert ax.get_xlim()[1] == pytest.approx((1 + FS // 256) * 256 / FS)  # seconds
+    assert panels[2].get_xlabel() == "time (s)" and panels[0].get_ylabel() == "frequency (Hz)"
+    mesh = panels[1].collections[0]  # target: the 1 kHz tone is its loudest band
+    values = np.asarray(mesh.get_array()).reshape(512, -1)
+    assert values.mean(1).argmax() + 1 == 128  # bin 128 of 1024 at 8 kHz = 1 kHz (bin 0 is not drawn)
+    assert mesh.get_clim() == figures.DB_RANGE
+    assert panels[3].collections[0].get_clim() == (0.0, 1.0)
+
+
+def test_pick_examples_and_class_rows():
+    rows = {"SysA": [3.0, 9.0, 1.0, 5.0, 7.0], "SysB": [2.0, 0.0, 4.0, 6.0, 8.0]}
+    keys = ["a", "b", "c", "d", "e"]
+    results = [Result(n, "text", Path("."), [], rows={k: {"sdri": v} for k, v in zip(keys, vals)})
+               for n, vals in rows.items()]
+    labels = {"a": "x", "b": "x", "c": "x", "d": "y", "e": "y"}
+    picked = {e.key: e.why for e in pick_examples(results, [], labels, per_class=1)}
+    # SysA ascending c 1, a 3, d 5, e 7, b 9; SysB b 0, a 2, c 4, d 6, e 8. Class x by SysA: c, a, b (median a);
+    # class y: d, e (both half a rank from the middle: the first key, d).
+    assert picked == {
+        "b": ["best SDRi of SysA (text)", "worst SDRi of SysB (text)"],
+        "d": ["median SDRi of SysA (text)", "class y"],
+        "c": ["worst SDRi of SysA (text)", "median SDRi of SysB (text)"],
+        "e": ["best SDRi of SysB (text)"],
+        "a": ["class x"],
+    }
+    assert list(picked) == ["b", "d", "c", "e", "a"]
+    table = class_rows(results, labels)
+    assert table[0] == ("x", "3", f"{np.mean([3, 9, 1]):.2f} ± {np.std([3, 9, 1], ddof=1) / np.sqrt(3):.2f}",
+                        f"{np.mean([2, 0, 4]):.2f} ± {np.std([2, 0, 4], ddof=1) / np.sqrt(3):.2f}")
+    assert table[1][0] == "y" and table[1][2] == "6.00 ± 1.00"
 
 
 def test_oracle_result_shows_the_chosen_output(tmp_path):
