@@ -58,6 +58,8 @@ setup(
         "museval",
         "fast_bss_eval",
         "tqdm",
+        "matplotlib",
     ],
+    extras_require={"browser": ["playwright"]},  # check_page: report pages in the system's Chromium
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
 )

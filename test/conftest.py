@@ -118,3 +118,14 @@ def source_tree_stays_clean():
     yield
     written = sorted(_changed_paths() - before)
     assert not written, f"tests wrote into the source tree: {written[:10]}"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """Where tests keep what a person may want to look at afterwards (browser screenshots):
+    ``$CLIPSEP_TEST_ARTIFACTS`` (tools/test.sh sets it outside the checkout), else a session temporary dir."""
+    path = Path(os.environ.get("CLIPSEP_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
+    if path.resolve().is_relative_to(REPO.resolve()):
+        pytest.fail(f"CLIPSEP_TEST_ARTIFACTS={path} is inside the checkout; tests never write there")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything this repo needs, or reuse what is already there (seconds when nothing changed):
 #   1. Debian packages the recipes use (ffmpeg, fluidsynth + GM soundfont, sox, emoji font, recorded
-#      sound effects, espeak-ng) when absent;
+#      sound effects, espeak-ng, chromium for the report pages' browser test) when absent;
 #   2. the pinned Python dependencies (tools/requirements.txt) in a cached environment keyed by a hash of
 #      that file and the interpreter, shared by every checkout on this machine;
 #   3. ./.venv: a small virtual environment of this checkout that sees those dependencies and holds this
@@ -17,7 +17,7 @@ log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') [install] $*" >&2; }
 
 PYTHON=${PYTHON:-python3.11}
 CACHE=${ESPNET_CLIPSEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/espnet-clipsep}
-APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm sox fonts-noto-color-emoji sound-icons espeak-ng)
+APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm sox fonts-noto-color-emoji sound-icons espeak-ng chromium)
 
 command -v "$PYTHON" >/dev/null || { log "error: $PYTHON not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \

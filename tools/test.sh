@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh
 export HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+# browser screenshots of the report pages (test artifacts), outside the checkout
+export CLIPSEP_TEST_ARTIFACTS=${CLIPSEP_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/clipsep-test-artifacts}
+echo "test artifacts (report screenshots): ${CLIPSEP_TEST_ARTIFACTS}"
 exec .venv/bin/python -m pytest "${@:-test}"

@@ -25,7 +25,7 @@ def _run(args, tmp, timeout=1200):
         "--fit_clip_opts", "--steps 30",
         "--enh_configs", "conf/tiny/train_enh_clipsep_nit.yaml conf/tiny/train_enh_pit.yaml",
         "--enh_args", "--max_epoch 1 --num_iters_per_epoch 3 --batch_size 2",
-        "--mix_segment", "32000", "--num_examples", "1",
+        "--mix_segment", "32000", "--examples_per_class", "1",
     ]  # fmt: skip
     proc = subprocess.run(["./run.sh", *base, *args], cwd=RECIPE, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -68,8 +68,26 @@ def test_results_table_and_report(recipe):
     assert "SDRi" in results and "SI-SDRi" in results
     html = tmp / "exp" / "report_test" / "index.html"
     assert html.is_file() and list((tmp / "exp" / "report_test").rglob("*.png"))
+    assert "## SDRi per class" in results and "| piano |" in results
     score = tmp / "exp" / "enh_clipsep_nit" / "infer_test_text" / "score" / "summary.json"
     assert score.is_file()
+
+
+def test_report_page_in_a_browser(recipe, require_tools, artifacts_dir):
+    """The listening page as Chromium renders it: queries, players that load, images, no console error."""
+    from espnet2.enh.clipsep.eval.browser import check_page
+
+    require_tools("chromium")
+    tmp, _ = recipe
+    html = tmp / "exp" / "report_test" / "index.html"
+    found = check_page(html, screenshot=artifacts_dir / "enh1_report_test.png")
+    assert found.ok, found.problems
+    page = html.read_text()
+    sections = page.count("<section>")
+    assert sections >= 3 and found.audios == sections * (2 + 2 * 3)  # mix, target; 3 results x (estimate, residual)
+    assert page.count("text query: <q>") == sections and page.count('alt="image query of') == sections
+    assert found.images == 1 + 2 * sections  # distribution plot; per example its figure and query thumbnail
+    assert "<h2>SDRi per class</h2>" in page
 
 
 def test_packs_reload(recipe):
