@@ -40,6 +40,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2800, help="training steps")
     parser.add_argument("--eval_every", type=int, default=700, help="steps between evaluations")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, mixtures and queries")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile training steps 11..10+N (torch.profiler) and print where their CPU time "
+                        "goes: data preparation, forward, backward and optimiser, and the costliest operators")
     parser.add_argument("--data", type=Path, default=Path("data/mini"), help="Kaldi-style data dirs (stage 1, 4)")
     parser.add_argument("--dump", type=Path, default=Path("dump/mini"), help="CLIP embeddings (stage 3)")
     return parser
@@ -130,7 +133,16 @@ def main(cmd=None) -> int:
     warm, bs, clip = 50, int(cfg["batch_size"]), float(cfg.get("grad_clip", 1.0))
     model.train()
     cpu = 0.0
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimiser": 0.0}
+    profiled = range(11, 11 + args.profile)
+    profiler = None
     for step in range(1, args.steps + 1):
+        if step == profiled.start and args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            profiler = profile(activities=[ProfilerActivity.CPU])
+            profiler.__enter__()
+        t0 = time.process_time()
         frac = min(1.0, (step - warm) / max(1, args.steps - warm))
         for group in opt.param_groups:
             group["lr"] = lr * step / warm if step < warm else lr * (1.0 - 0.9 * frac)
@@ -139,11 +151,24 @@ def main(cmd=None) -> int:
         batch["speech_mix_lengths"] = torch.full((bs,), batch["speech_mix"].shape[1])
         start = time.process_time()
         loss, _, _ = model(**batch)
+        t2 = time.process_time()
         opt.zero_grad()
         loss.backward()
+        t3 = time.process_time()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        cpu += time.process_time() - start
+        end = time.process_time()
+        cpu += end - start
+        if step in profiled:
+            for name, seconds in zip(phases, (start - t0, t2 - start, t3 - t2, end - t3)):
+                phases[name] += seconds
+        if profiler is not None and step == profiled[-1]:
+            profiler.__exit__(None, None, None)
+            total = sum(phases.values())
+            print(json.dumps({"profile_steps": args.profile, **{f"{k}_share": round(v / total, 3) for k, v in
+                                                                  phases.items()}, "ms_per_step": round(1000 * total / args.profile, 1)}))  # fmt: skip
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+            profiler = None
         if step % args.eval_every == 0 or step == args.steps:
             text, text_sem = evaluate(image=False)
             image, image_sem = evaluate(image=True)

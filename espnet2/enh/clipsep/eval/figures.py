@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 DB_RANGE = (-80.0, 0.0)  # dB re. a full-scale sinusoid
+LOWEST_HZ = 40.0  # bottom of the log-frequency axis (below it a 1024-point STFT has 2 or 3 bins)
 DPI = 90
 
 
@@ -67,7 +68,7 @@ def _hz(value, _pos=None) -> str:
 
 
 def _spectrogram_panel(fig, ax, values: np.ndarray, rate: int, hop: int, title: str, mask: bool) -> None:
-    """One (F, N) panel, row 0 = 0 Hz, on a log-frequency axis from the first non-zero bin to Nyquist."""
+    """One (F, N) panel, row 0 = 0 Hz, on a log-frequency axis from :data:`LOWEST_HZ` to Nyquist."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     n_bins, n_frames = values.shape
@@ -82,7 +83,7 @@ def _spectrogram_panel(fig, ax, values: np.ndarray, rate: int, hop: int, title: 
         image = ax.pcolormesh(times, edges, db, cmap="viridis", vmin=DB_RANGE[0], vmax=DB_RANGE[1], shading="flat")
         label = "dB"
     ax.set_yscale("log")
-    ax.set_ylim(edges[0], rate / 2.0)
+    ax.set_ylim(max(edges[0], LOWEST_HZ), rate / 2.0)
     ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(_hz))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
