@@ -245,7 +245,11 @@ def build(args) -> str:
 def main(cmd=None) -> int:
     args = get_parser().parse_args(cmd)
     try:
+        from espnet2.enh.clipsep.eval.report import kept_history
+
         text = build(args)
+        history = kept_history(args.output)  # hand-written notes from "## Run history" on are kept
+        text += ("\n" + history) if history else ""
         args.output.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.output.with_name(args.output.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")

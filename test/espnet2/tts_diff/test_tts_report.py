@@ -139,3 +139,17 @@ def test_compare_needs_per_clip_results(files, capsys):
     assert "--compare 'IQ': its evaluation has no per-clip 'correct'" in capsys.readouterr().err and not out.exists()
     assert report.main(["--result", f"IQ|image|{iq}", "--compare", "IQ", "XX", "--output", str(out)]) == 2
     assert "--compare: no --result named 'XX'" in capsys.readouterr().err
+
+
+def test_run_history_below_its_heading_survives_a_rewrite(files):
+    root, iq, gt, gen, bench, timings = files
+    out = root / "RESULTS.md"
+    args = ["--result", f"IQ|image|{iq}|{gen}", "--output", str(out)]
+    assert report.main(args) == 0
+    first = out.read_text()
+    history = "## Run history\n\n- 2026-12-06, commit abc1234: 15:00 wall at gauge 60.8 ms\n"
+    out.write_text(first.replace("IQ", "stale") + "\n" + history)
+    assert report.main(args) == 0
+    text = out.read_text()
+    assert text.endswith("\n" + history) and "stale" not in text  # the generated part is new, the history as written
+    assert text.count("| IQ | image |") == 1 and text.count("## Run history") == 1

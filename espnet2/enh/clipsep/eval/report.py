@@ -31,6 +31,7 @@ from espnet2.enh.clipsep.eval.scoring import SUMMARY_METRICS, load_audio, read_s
 from espnet2.enh.clipsep.files.writing import write_text_atomic, write_wav_atomic
 
 __all__ = [
+    "HISTORY_HEADING",
     "TABLE_HEADER",
     "Example",
     "Result",
@@ -38,6 +39,7 @@ __all__ = [
     "class_rows",
     "comparison_rows",
     "gauge_lines",
+    "kept_history",
     "retrieval_line",
     "environment_line",
     "estimate_scp_value",
@@ -56,6 +58,24 @@ __all__ = [
 TABLE_HEADER = (
     "System", "Query", "N (skipped)", "SDR", "SDRi", "SI-SDRi", "SDRi median", "SI-SDRi median"
 )  # fmt: skip
+
+
+HISTORY_HEADING = "## Run history"  # from this heading on, a results file is kept when the report rewrites it
+
+
+def kept_history(path: Path) -> str:
+    """The hand-written tail of an existing results file: from its ``## Run history`` line to the end ("" if none).
+
+    The report regenerates everything above that heading; dated notes of earlier runs below it survive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith(HISTORY_HEADING):
+            return "".join(lines[i:])
+    return ""
 
 
 @dataclass
@@ -474,4 +494,5 @@ def build_report(
         md += ["## Speed gauge\n", "\n".join(speed) + "\n"]
     md += [f"Environment: {env}.\n", f"Listening page (queries, players, spectrograms, per-class table, SDRi "
            f"distribution): [{link}]({link})\n"]  # fmt: skip
-    write_text_atomic(output, "\n".join(md))
+    history = kept_history(output)
+    write_text_atomic(output, "\n".join(md) + ("\n" + history if history else ""))

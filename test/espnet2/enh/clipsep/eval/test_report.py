@@ -281,3 +281,15 @@ def test_clip_retrieval_line(setup, tmp_path):
     assert report.main(args) == 0
     assert ("CLIP model on the 3 held-out test clips (2 labels, chance 50.0 %): zero-shot image-to-text top-1 "
             "66.7 %, text-to-image R-precision 100.0 %") in out.read_text()
+
+
+def test_run_history_below_its_heading_survives_a_rewrite(setup, tmp_path):
+    root, scps, systems = setup
+    out = tmp_path / "RESULTS.md"
+    args = _args(root, scps, systems, "--output", str(out), "--html_dir", str(tmp_path / "h"), "--per_class", "0")
+    assert report.main(args) == 0
+    history = "## Run history\n\n2026-12-06, commit abc1234: 13:41 wall at gauge 59.6 ms.\n"
+    out.write_text("# stale\n\n" + history)
+    assert report.main(args) == 0
+    text = out.read_text()
+    assert text.endswith("\n" + history) and "stale" not in text and "| SysA | text |" in text
