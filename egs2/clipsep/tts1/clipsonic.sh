@@ -17,7 +17,8 @@
 #                    the audio and on the mel before the vocoder (which tells generator from vocoder);
 #                    with --vggish weights also FAD, with a --clap model also the CLAP score
 #  9. report         RESULTS.md (rows IQ, ZS, PD, GT resynthesis, chance; PD - ZS and ZS - IQ paired per clip
-#                    with 90 % intervals; the steps table; stage wall times; the speed gauge)
+#                    with 90 % intervals; the steps table; stage wall times; the speed gauge) and the listening
+#                    page exp/<dataset>/listen_test/index.html (a row per query, a player per system)
 # 10. pack           espnet2.bin.pack tts zip (+ stats, prior, CLIP), reloaded offline and verified
 # Stages 3-6 are independent: with --train_jobs N up to N of them run at once (each with nproc/N threads),
 # and stage 2 then runs beside the probe (6) and the prior (4), which do not need its output.
@@ -366,6 +367,9 @@ stage_9() {
     has_mode zs && has_mode iq && report+=(--compare CLIPSonic-ZS CLIPSonic-IQ)
     [ -f "${expdir}/gauge.json" ] && report+=(--gauge "${expdir}/gauge.json")
     ${benchmark} && [ -f "${bench_dir}/results.md" ] && report+=(--section "Sampler benchmark (local/benchmark_samplers.py)|${bench_dir}/results.md")
+    # the listening page: a row per query (its label text, its clip's middle frame), a player per system
+    report+=(--html_dir "${expdir}/listen_${test_set}" --utt2label "${raw}/${test_set}/utt2label")
+    [ -f "${datadir}/${test_set}/frames.scp" ] && report+=(--query_image "${datadir}/${test_set}/frames.scp")
     ${python} -m espnet2.tts_diff.bin.report "${report[@]}" --timings "${timings}" \
         --title "CLIPSonic synthesis: ${dataset} ${test_set} queries" \
         --note "Generator ${tts_config}, vocoder ${vocoder_config}, prior on ${prior_data}; $(nproc) CPUs, train_jobs ${train_jobs}, ngpu ${ngpu}." \

@@ -54,6 +54,12 @@ def get_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--gauge", type=Path, default=None, help="speed-gauge JSON (espnet2.enh.clipsep.bin.gauge)")
     parser.add_argument("--output", type=Path, default=Path("RESULTS.md"), help="Markdown file to write")
+    page = parser.add_argument_group("listening page (the rows with a GENERATE_JSON: their clips are its wav.scp)")
+    page.add_argument("--html_dir", type=Path, default=None, help="write the page here (index.html, audio/, img/)")
+    page.add_argument("--utt2label", type=Path, default=None, help="'<key> <query class>': each row's text query")
+    page.add_argument("--query_image", type=Path, default=None,
+                      help="'<key> <picture or directory of frames>': each row's image query")
+    page.add_argument("--per_class", type=int, default=1, help="rows per class")
     return parser
 
 
@@ -170,6 +176,28 @@ def comparison_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], pa
     return rows
 
 
+def write_page(args, results) -> Optional[Path]:
+    """The listening page of the rows whose clips are known (a ``generate.json`` beside their ``wav.scp``)."""
+    from espnet2.enh.clipsep.files.kaldi_table import read_table
+    from espnet2.tts_diff.listening import PageSystem, build_listening_page
+
+    if args.html_dir is None:
+        return None
+    if args.per_class < 1:
+        raise ValueError("--per_class must be >= 1")
+    systems = []
+    for spec, (system, query, ev, gen) in zip(args.result, results):
+        if gen is not None:
+            scp = Path(spec.split("|")[3]).parent / "wav.scp"
+            systems.append(PageSystem(system, query, scp, {k: int(v) for k, v in ev.get("correct", {}).items()}))
+    if not systems:
+        raise ValueError("--html_dir: no --result with a GENERATE_JSON (the clips to play)")
+    labels = read_table(args.utt2label) if args.utt2label is not None else None
+    images = read_table(args.query_image) if args.query_image is not None else None
+    return build_listening_page(systems, args.html_dir, f"{args.title}: listening page", labels, images,
+                                args.per_class)  # fmt: skip
+
+
 def build(args) -> str:
     from espnet2.enh.clipsep.eval.gauge import read_gauge
     from espnet2.enh.clipsep.eval.report import environment_line, gauge_lines, markdown_table, read_timings
@@ -248,6 +276,10 @@ def main(cmd=None) -> int:
         from espnet2.enh.clipsep.eval.report import kept_history
 
         text = build(args)
+        page = write_page(args, [parse_result(spec) for spec in args.result])
+        if page is not None:
+            link = Path(os.path.relpath(page.resolve(), args.output.resolve().parent)).as_posix()
+            text += f"\nListening page (each query's text and image, a player per system): [{link}]({link})\n"
         history = kept_history(args.output)  # hand-written notes from "## Run history" on are kept
         text += ("\n" + history) if history else ""
         args.output.parent.mkdir(parents=True, exist_ok=True)

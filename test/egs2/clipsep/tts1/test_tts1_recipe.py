@@ -142,6 +142,23 @@ def test_generation_batch_size_keeps_the_samples(recipe, tmp_path):
     assert not np.allclose(np.load(alone[first[0]]), np.load(alone[first[1]]), atol=1e-3)
 
 
+def test_listening_page_in_a_browser(recipe, require_tools, artifacts_dir):
+    """Stage 9's page: a row per class (its text and image query), a player per system that loads."""
+    from espnet2.enh.clipsep.eval.browser import check_page
+
+    require_tools("chromium")
+    tmp, _ = recipe
+    html = tmp / "exp" / "listen_test" / "index.html"
+    found = check_page(html, screenshot=artifacts_dir / "tts1_listen_test.png")
+    assert found.ok, found.problems
+    page = html.read_text()
+    systems = ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis")
+    assert all(f"<th>{s}" in page for s in systems)
+    assert found.audios == len(CLASSES) * len(systems) and found.images == len(CLASSES)  # one image query per row
+    assert all(f"<q>{c}</q>" in page for c in CLASSES)
+    assert "listen_test/index.html" in (tmp / "RESULTS.md").read_text()
+
+
 def test_results_table(recipe):
     tmp, _ = recipe
     results = (tmp / "RESULTS.md").read_text()
