@@ -41,24 +41,31 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.11,<3.12",
+    # Lower bounds are the oldest versions this code has been run with (its whole test suite, CI), not guesses;
+    # there are no upper bounds, so that `pip install .` into an existing ESPnet environment keeps that
+    # environment's ESPnet and torch. The exact tested set is pinned in tools/requirements.txt.
+    python_requires=">=3.11",
     packages=find_namespace_packages(include=["espnet2.enh.clipsep*", "espnet2.tts_diff*"]),
     py_modules=["espnet_clipsep_hook"],
     package_data={"espnet2.enh.clipsep.clip": ["configs/*.json"]},
     install_requires=[
-        "espnet==202511",
-        "torch==2.9.1",
-        "torchaudio==2.9.*",
-        "torchvision==0.24.1",
-        "open_clip_torch>=3.0",
+        "espnet>=202511",  # registers into espnet2.tasks.enh / tts / gan_tts and uses the enh model as of 202511
+        "torch>=2.9",  # 2.9.1 is the newest torch espnet 202511 accepts, and the one tested
+        "torchaudio>=2.9",
+        "torchvision>=0.24",
+        "open_clip_torch>=3.0",  # model configs registered by name and loaded from local weights (3.x API)
         "espnet_model_zoo",
         "kaldiio",
+        "numpy",
+        "scipy",
         "pyyaml",
         "soundfile",
+        "soxr",
+        "pillow",
         "museval",
         "fast_bss_eval",
         "tqdm",
-        "matplotlib",
+        "matplotlib>=3.5",  # Axes.set_xticks(ticks, labels)
     ],
     extras_require={"browser": ["playwright"]},  # check_page: report pages in the system's Chromium
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},

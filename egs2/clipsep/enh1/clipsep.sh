@@ -392,6 +392,8 @@ pack_one() {  # pack_one CONFIG (stage 9)
     local exp extra=()
     exp=${expdir}/$(exp_name "$1")
     [ -f "${results}" ] && extra=(--option "${results}")
+    # the fitted CLIP travels with the model, so that the pack alone answers text queries anywhere
+    ${fit_clip} && extra+=(--option "${clip_weights}" --option "${clip_weights}.json")
     ${python} -m espnet2.enh.clipsep.bin.pack --train_config "${exp}/config.yaml" \
         --model_file "${exp}/${inference_model}" --outpath "${exp}/packed.zip" "${extra[@]}"
 }

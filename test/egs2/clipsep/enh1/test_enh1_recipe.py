@@ -98,6 +98,27 @@ def test_packs_reload(recipe):
     assert out.count("tensors identical") == 2
 
 
+def test_a_moved_pack_separates_by_text(recipe, tmp_path):
+    """The pack carries the fitted CLIP: copied alone elsewhere it answers a text query as the experiment does."""
+    import shutil
+
+    import numpy as np
+
+    from espnet2.enh.clipsep.separate import Separator
+
+    tmp, _ = recipe
+    names = zipfile.ZipFile(tmp / "exp" / "enh_clipsep_nit" / "packed.zip").namelist()
+    assert any(n.endswith("clipsep-tiny.pt") for n in names) and any(n.endswith("clipsep-tiny.pt.json") for n in names)
+    moved = tmp_path / "elsewhere" / "model.zip"
+    moved.parent.mkdir()
+    shutil.copy(tmp / "exp" / "enh_clipsep_nit" / "packed.zip", moved)
+    x = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    alone = Separator.from_pretrained(moved, cache_dir=tmp_path / "cache", device="cpu")(x, 16000, query="piano")
+    at_home = Separator.from_pretrained(tmp / "exp" / "enh_clipsep_nit", device="cpu")(x, 16000, query="piano")
+    assert alone.shape == x.shape and np.abs(alone).max() > 0
+    np.testing.assert_allclose(alone, at_home, atol=1e-6)
+
+
 def test_training_resumes_and_data_prep_is_a_no_op(recipe):
     tmp, _ = recipe
     wavs = sorted((tmp / "data" / "media").rglob("*.wav"))

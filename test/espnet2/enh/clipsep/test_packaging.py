@@ -130,3 +130,29 @@ print(sys.modules[t.separator_choices.get_class('clipsep').__module__].__file__)
     assert not any(
         p.startswith("espnet2/") and not p.startswith(("espnet2/enh/clipsep/", "espnet2/tts_diff/")) for p in listed
     )
+
+
+def test_install_into_an_existing_espnet_environment_keeps_its_torch_and_espnet(tmp_path):
+    """What `pip install .` would do in an environment that has ESPnet (this one): install us, nothing else.
+
+    pip resolves the wheel's requirements against the installed distributions (offline: no index), and its
+    dry-run report lists what it would install. The requirements are ranges, never exact pins.
+    """
+    import email
+    import json
+
+    wheel = _build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as z:
+        meta = email.message_from_bytes(z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))))
+    requires = meta.get_all("Requires-Dist")
+    assert not any("==" in r.split(";")[0] for r in requires), requires  # (extras carry a marker: extra == "browser")
+    assert {"espnet>=202511", "torch>=2.9"} <= {r.replace(" ", "") for r in requires}
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--find-links", str(wheel.parent),
+         "--report", str(report), "--quiet", str(wheel)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]  # every requirement is met by what is installed
+    installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+    assert installs == ["espnet-clipsep"]
