@@ -17,6 +17,7 @@ import sys
 # ESPnet task module -> "our module[:function]" to run right after it (the function defaults to register).
 TARGETS = {
     "espnet2.tasks.enh": "espnet2.enh.clipsep.register",
+    "espnet2.tasks.enh_tse": "espnet2.enh.clipsep.register_tse",
     "espnet2.tasks.tts": "espnet2.tts_diff.register",
     "espnet2.tasks.gan_tts": "espnet2.tts_diff.register:register_gan_tts",
 }

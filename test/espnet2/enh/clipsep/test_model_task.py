@@ -13,7 +13,9 @@ from espnet2.enh.clipsep.task import CLIPSepTask
 
 CONF_DIR = Path(__file__).resolve().parents[4] / "egs2" / "clipsep" / "enh1" / "conf"
 TINY_DIR = CONF_DIR / "tiny"
-ALL_CONFIGS = sorted(CONF_DIR.rglob("*.yaml"))
+# Enhancement-task configs (a separator); the target-speaker-extraction ones (an extractor) dry-run below.
+ALL_CONFIGS = sorted(p for p in CONF_DIR.rglob("*.yaml") if "separator" in yaml.safe_load(p.read_text()))
+TSE_CONFIGS = sorted(p for p in CONF_DIR.rglob("*.yaml") if "extractor" in yaml.safe_load(p.read_text()))
 # Configs of our CLIPSep separator (the rest run ESPnet's stock separators as baselines, e.g. TF-GridNet).
 CLIPSEP_CONFIGS = [p for p in ALL_CONFIGS if yaml.safe_load(p.read_text())["separator"] == "clipsep"]
 TINY_CONFIGS = [p for p in CLIPSEP_CONFIGS if p.parent == TINY_DIR]
@@ -355,3 +357,27 @@ def test_masks_only_path_needs_mask_losses_only():
     batch = _batch(model)
     loss, stats, _ = model(**batch)  # the full path still trains
     assert torch.isfinite(loss).all() and "si_snr_loss" in stats
+
+
+def test_tse_configs_are_found():
+    assert {f"{p.parent.name}/{p.name}" for p in TSE_CONFIGS} == {"tiny/train_tse_clipsep.yaml",
+                                                                  "tuning/train_tse_clipsep.yaml"}
+
+
+@pytest.mark.parametrize("config", TSE_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_tse_config_dry_run(config, tmp_path):
+    """What `python -m espnet2.bin.enh_tse_train --dry_run true` builds: our extractor, its conf, the loss."""
+    from espnet2.tasks.enh_tse import TargetSpeakerExtractionTask
+
+    out = tmp_path / "exp"
+    TargetSpeakerExtractionTask.main(cmd=[
+        "--config", str(config), "--iterator_type", "none", "--dry_run", "true", "--output_dir", str(out),
+        "--use_tensorboard", "false", "--use_matplotlib", "false", "--ngpu", "0",
+    ])  # fmt: skip
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    source = yaml.safe_load(config.read_text())
+    assert written["extractor"] == "clipsep" and written["load_spk_embedding"] and written["load_all_speakers"]
+    for section in ("extractor_conf", "model_conf", "encoder_conf"):
+        for key, value in source[section].items():
+            assert written[section][key] == value, f"{section}.{key}"
+    assert [c["name"] for c in written["criterions"]] == ["snr"]
