@@ -13,8 +13,9 @@
 #                    near-silent items skipped);
 #                    the mixtures' own scores are computed once per test set (<expdir>/score_mix_<set>.tsv)
 #  8. report         RESULTS.md (paired differences with 90 % intervals, speed gauge, s/step), listening page
-#                    and one HTML page with audio players
+#                    (queries, players, spectrograms, per-class table) in exp/<dataset>/report_<set>/
 #  9. pack           espnet2.bin.pack zip per config, reloaded through espnet_model_zoo and verified
+# 10. upload         with --hf_repo USER/NAME: the first config's pack and a model card to the Hugging Face hub
 set -euo pipefail
 
 . utils/recipe_lib.sh   # log, run_stages, stage_start / stage_end (-> ${timings}), pool
@@ -63,6 +64,7 @@ test_queries="text image"   # query modalities to evaluate (query-conditioned mo
 examples_per_class=1    # report examples per class (besides each system's best, median and worst SDRi)
 results=RESULTS.md      # the results table
 skip_pack=false         # skip stage 9
+hf_repo=                # stage 10: upload the first config's pack with a model card to this USER/NAME hub repo
 help_message="Usage: $0 [options]   (stages: see the head of this file)"
 
 . utils/parse_options.sh
@@ -408,6 +410,16 @@ stage_9() {
 
 # ------------------------------------------------------------------------------------------------------------
 # Every stage is a function stage_N above; the selected ones (--stage, --stop_stage) run in order.
+stage_10() {
+    local exp
+    exp=${expdir}/$(exp_name "${enh_configs%% *}")
+    stage_start 10 "upload ${exp}/packed.zip -> ${hf_repo}"
+    ${python} -m espnet2.enh.clipsep.bin.upload --pack "${exp}/packed.zip" --hf_repo "${hf_repo}" --results "${results}" \
+        || { log "error: the upload to ${hf_repo} failed (see above)"; exit 1; }
+    stage_end 10 "upload"
+}
+
 run_stages 1 2 3 4 5 6 7 8
 ${skip_pack} || run_stages 9
+[ -z "${hf_repo}" ] || run_stages 10
 log "Successfully finished."

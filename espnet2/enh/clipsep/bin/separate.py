@@ -29,7 +29,8 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="audio files (any format soundfile or ffmpeg reads)")
-    parser.add_argument("--model", required=True, help="packed zip, experiment dir, espnet_model_zoo tag or checkpoint")
+    parser.add_argument("--model", required=True, help="packed zip, experiment dir, checkpoint, hub repo USER/NAME, "
+                        "espnet_model_zoo tag, or the released model's short name clipsep-nit-vggsound")
     parser.add_argument("-o", "--output_dir", type=Path, required=True, help="where the separated files go")
     parser.add_argument("--query", action="append", default=[], help="text query (repeatable: one output each)")
     parser.add_argument(

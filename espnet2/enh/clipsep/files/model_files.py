@@ -14,7 +14,16 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 from espnet2.enh.clipsep.errors import CLIPSepError, first_line
 from espnet2.enh.clipsep.files.pack import check_archive
 
-__all__ = ["ARCHIVE_SUFFIXES", "CHECKPOINT_NAMES", "CHECKPOINT_SUFFIXES", "ModelFiles", "resolve_model"]
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "CHECKPOINT_NAMES",
+    "CHECKPOINT_SUFFIXES",
+    "RELEASED",
+    "ModelFiles",
+    "Released",
+    "released_path",
+    "resolve_model",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -22,6 +31,40 @@ PathLike = Union[str, os.PathLike]
 CHECKPOINT_NAMES = ("valid.loss.best.pth", "model.pth", "valid.loss.ave.pth", "latest.pth")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+
+@dataclass(frozen=True)
+class Released:
+    """A checkpoint the authors released, by a short name: fetched by hand, never by this code.
+
+    Attributes:
+        what: One line on the model.
+        page: Where to download it (the release links it).
+        filename: The name it must have in :func:`released_path`'s folder.
+    """
+
+    what: str
+    page: str
+    filename: str
+
+
+# Reference: the release's clipsep/README.md, "Pretrained model" (https://github.com/sony/CLIPSep/tree/main/clipsep)
+RELEASED: Dict[str, Released] = {
+    "clipsep-nit-vggsound": Released(
+        "CLIPSep-NIT trained on VGGSound by the authors (linked from github.com/sony/CLIPSep, clipsep/README.md)",
+        "https://drive.google.com/file/d/1fgwT_wFyNjXxmN45D7jU001Azub0PR54/view?usp=sharing",
+        "clipsep_nit_vggsound.pt",
+    ),
+}
+
+
+def released_path(name: str) -> Path:
+    """Where the released checkpoint ``name`` is looked for: ``$ESPNET_CLIPSEP_CACHE`` (default
+    ``~/.cache/espnet-clipsep``) ``/released/<filename>``."""
+    root = os.environ.get("ESPNET_CLIPSEP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "espnet-clipsep"
+    )
+    return Path(root) / "released" / RELEASED[name].filename
 
 
 @dataclass(frozen=True)
@@ -81,8 +124,9 @@ def resolve_model(model: PathLike, cache_dir: Optional[PathLike] = None) -> Mode
         model: A packed zip/tar (checked with :func:`~espnet2.enh.clipsep.files.pack.check_archive`, unpacked
             offline by ``espnet_model_zoo``), an experiment directory (``config.yaml`` + ``valid.loss.best.pth``
             or ``model.pth``), a weights file with ``config.yaml`` beside it, the released CLIPSep checkpoint
-            (no config: converted in memory), or an ``espnet_model_zoo`` tag (downloaded by its
-            ``ModelDownloader``).
+            (no config: converted in memory), a short name of :data:`RELEASED` (the same, from
+            :func:`released_path`; never downloaded), or an ``espnet_model_zoo`` tag or Hugging Face repo
+            ``user/name`` (downloaded by its ``ModelDownloader``; offline, from its cache).
         cache_dir: Where ``espnet_model_zoo`` unpacks and downloads (its default when None).
 
     Returns:
@@ -124,6 +168,14 @@ def resolve_model(model: PathLike, cache_dir: Optional[PathLike] = None) -> Mode
         return _from_pack_info(info, name, near=(path.parent, path.parent.parent))
     if path.exists():
         raise CLIPSepError(f"{path}: not a model file or directory")
+    if name in RELEASED:  # a short name: the checkpoint the user downloaded by hand, converted in memory
+        where = released_path(name)
+        if not where.is_file():
+            raise CLIPSepError(
+                f"{name}: {RELEASED[name].what}, is not downloaded: get it from {RELEASED[name].page} (in a browser; "
+                f"nothing here fetches it) and save the checkpoint file as {where}, or pass that file's path"
+            )
+        return ModelFiles(None, where, (where.parent,), name)
     if _looks_like_path(name):
         raise CLIPSepError(f"{path}: model not found")
     return _from_pack_info(_download_tag(name, cache_dir), name)
