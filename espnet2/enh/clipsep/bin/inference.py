@@ -42,11 +42,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask_type", default=None, choices=("soft", "binary"), help="override the model's")
     parser.add_argument("--mask_threshold", type=float, default=None, help="override for binary masks")
     parser.add_argument("--remove", action="store_true", help="output everything but each query")
+    parser.add_argument("--add_noise_head", type=int, default=0, metavar="J",
+                        help="CLIPSep-NIT: add noise head J's mask to each query's (the paper's Figure 6; 0: off)")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
 
-def configure_separator(separator, mask_type: Optional[str], mask_threshold: Optional[float], remove: bool):
+def configure_separator(
+    separator, mask_type: Optional[str], mask_threshold: Optional[float], remove: bool, add_noise_head: int = 0
+):
     """Apply inference-only options that are separator attributes (no weights change)."""
     for name, value in (("mask_type", mask_type), ("mask_threshold", mask_threshold)):
         if value is not None:
@@ -57,6 +61,11 @@ def configure_separator(separator, mask_type: Optional[str], mask_threshold: Opt
         if not hasattr(separator, "remove"):
             raise ValueError(f"--remove: separator {type(separator).__name__} has no such option")
         separator.remove = True
+    if add_noise_head:
+        heads = len(getattr(separator, "noise_heads", ()))
+        if not 1 <= add_noise_head <= heads:
+            raise ValueError(f"--add_noise_head {add_noise_head}: the model has {heads} noise heads")
+        separator.add_noise_head = add_noise_head
 
 
 def inference(
@@ -71,6 +80,7 @@ def inference(
     mask_type: Optional[str] = None,
     mask_threshold: Optional[float] = None,
     remove: bool = False,
+    add_noise_head: int = 0,
 ) -> int:
     """Run the model over every key and write ``spk{n}.scp``; returns the number of items separated."""
     import numpy as np
@@ -91,7 +101,7 @@ def inference(
     device = "cuda" if ngpu > 0 else "cpu"
     model, train_args = build_model_weights_only(CLIPSepTask, train_config, model_file, device)
     model.to(dtype=getattr(torch, dtype)).eval()
-    configure_separator(model.separator, mask_type, mask_threshold, remove)
+    configure_separator(model.separator, mask_type, mask_threshold, remove, add_noise_head)
     fs = int((getattr(train_args, "preprocessor_conf", None) or {}).get("fs", 16000))
 
     loader = CLIPSepTask.build_streaming_iterator(
@@ -153,7 +163,7 @@ def main(cmd=None) -> int:
         n = inference(
             args.train_config, args.model_file, args.data_path_and_name_and_type, args.output_dir,
             args.key_file, args.ngpu, args.dtype, args.num_workers, args.mask_type, args.mask_threshold,
-            args.remove,
+            args.remove, args.add_noise_head,
         )
         logging.info("separated %d mixtures into %s", n, args.output_dir)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:

@@ -71,6 +71,8 @@ class CLIPSepSeparator(AbsSeparator):
             inference; the loss always sees the soft masks.
         mask_threshold: Threshold for ``mask_type: binary``.
         remove: At inference, output everything but the query (mask 1 - M).
+        add_noise_head: At inference, add noise head j's mask to each query's mask (clipped at 1) before the
+            output (CLIPSep-NIT with its noise heads kept, the paper's Figure 6; 0: off).
         text_query_prob: In training, the probability that a source's query is its ``text_query{n}``
             instead of ``query{n}`` (0: CLIPSep; 0.5: CLIPSep-Hybrid). A config probability per example and
             source, not a step schedule.
@@ -94,6 +96,7 @@ class CLIPSepSeparator(AbsSeparator):
         mask_type: str = "soft",
         mask_threshold: float = 0.5,
         remove: bool = False,
+        add_noise_head: int = 0,
         text_query_prob: float = 0.0,
         eps: float = 1e-10,
     ):
@@ -114,6 +117,8 @@ class CLIPSepSeparator(AbsSeparator):
             raise ValueError(f"text_query_prob must be in [0, 1], got {text_query_prob}")
         if text_query_prob and query_type != "clip":
             raise ValueError("text_query_prob needs embedding queries (query_type 'clip')")
+        if not 0 <= add_noise_head <= num_noise_heads:
+            raise ValueError(f"add_noise_head must be in [0, {num_noise_heads}] (the noise heads), got {add_noise_head}")
         if warp_bins % (2**unet_layers):
             raise ValueError(f"warp_bins ({warp_bins}) must be divisible by 2**unet_layers ({2**unet_layers})")
 
@@ -126,6 +131,7 @@ class CLIPSepSeparator(AbsSeparator):
         self.mask_type = mask_type
         self.mask_threshold = mask_threshold
         self.remove = remove
+        self.add_noise_head = add_noise_head
         self.text_query_prob = text_query_prob
         self.eps = eps
 
@@ -297,7 +303,11 @@ class CLIPSepSeparator(AbsSeparator):
             if key not in masks:
                 break
             others[key] = masks[key]
-            linear = log_freq_unwarp(masks[key], input.shape[-1])
+            warped = masks[key]
+            if self.add_noise_head and not self.training:
+                # Reference: clipsep/evaluate.py, calc_metrics with include_pit: clamp(query + noise head, max=1)
+                warped = torch.clamp(warped + masks[NOISE_MASK_KEY.format(self.add_noise_head)], max=1.0)
+            linear = log_freq_unwarp(warped, input.shape[-1])
             if not self.training:
                 if self.mask_type == "binary":
                     linear = (linear > self.mask_threshold).to(linear.dtype)

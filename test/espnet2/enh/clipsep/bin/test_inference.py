@@ -90,6 +90,20 @@ def test_pit_model_writes_all_outputs(make_experiment, tmp_path, data):
     assert sorted(p.name for p in out.glob("*.scp")) == ["spk1.scp", "spk2.scp"]
 
 
+def test_add_noise_head_needs_a_nit_model(make_experiment, tmp_path, data, capsys):
+    exp = make_experiment(tmp_path, "train_enh_clipsep.yaml")
+    query = ("--data_path_and_name_and_type", f"{data / 'query1.scp'},query1,npy")
+    assert _infer(exp, data, tmp_path / "o", *query, "--add_noise_head", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()  # (ESPnet's first import prints the command line)
+    assert err[-1] == "inference: error: --add_noise_head 1: the model has 0 noise heads"
+    nit = make_experiment(tmp_path, "train_enh_clipsep_nit.yaml")
+    assert _infer(nit, data, tmp_path / "plain", *query) == 0
+    assert _infer(nit, data, tmp_path / "added", *query, "--add_noise_head", "2") == 0
+    plain = dict(line.split() for line in (tmp_path / "plain" / "spk1.scp").read_text().splitlines())
+    added = dict(line.split() for line in (tmp_path / "added" / "spk1.scp").read_text().splitlines())
+    assert sorted(plain) == sorted(added)
+
+
 def test_inference_errors_are_one_line(make_experiment, tmp_path, data, capsys):
     exp = make_experiment(tmp_path, "train_enh_clipsep.yaml")
     capsys.readouterr()

@@ -100,6 +100,27 @@ def test_nit_return_noise_gives_signals():
         torch.testing.assert_close(sig, x * log_freq_unwarp(others[f"mask_nit{j}"], INPUT_DIM))
 
 
+@pytest.mark.parametrize("head", [1, 2])
+def test_nit_noise_head_added_back_at_inference(head):
+    """Figure 6: each output's warped mask is min(1, query mask + noise head mask), then unwarped; training and
+    the loss's masks are unchanged."""
+    sep = _randomize(_separator("nit")).eval()
+    x, q = _mixture(), _queries("nit", 2)
+    plain, _, others = sep(x, torch.tensor([16, 16]), q)
+    sep.add_noise_head = head
+    added, _, others_added = sep(x, torch.tensor([16, 16]), q)
+    for n in (1, 2):
+        warped = torch.clamp(others[f"mask_spk{n}"] + others[f"mask_nit{head}"], max=1.0)
+        torch.testing.assert_close(added[n - 1], x * log_freq_unwarp(warped, INPUT_DIM))
+        torch.testing.assert_close(others_added[f"mask_spk{n}"], others[f"mask_spk{n}"])
+    assert (log_freq_unwarp(warped, INPUT_DIM) >= log_freq_unwarp(others["mask_spk2"], INPUT_DIM) - 1e-6).all()
+    assert not torch.allclose(added[0], plain[0])
+    sep.train()
+    trained, _, _ = sep(x, torch.tensor([16, 16]), q)
+    sep.add_noise_head = 0
+    torch.testing.assert_close(trained[0], sep(x, torch.tensor([16, 16]), q)[0][0])
+
+
 @pytest.mark.parametrize("num_queries", [1, 3])
 def test_nit_training_needs_one_query_per_noise_head(num_queries):
     sep = _separator("nit").train()
@@ -291,6 +312,8 @@ def test_binary_and_remove_not_applied_in_training():
         (dict(num_noise_heads=1), "num_noise_heads"),
         (dict(warp_bins=36), "divisible"),
         (dict(num_spk=0), "num_spk"),
+        (dict(num_noise_heads=2, add_noise_head=3), "add_noise_head"),
+        (dict(add_noise_head=1), "add_noise_head"),
     ],
 )
 def test_invalid_options(kwargs, match):
