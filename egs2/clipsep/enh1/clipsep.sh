@@ -314,7 +314,8 @@ stage_7() {
             mdir=${datadir}/${dset}_mix
             while read -r q dir; do
                 inf=(--inf_scp "${dir}/spk1.scp")
-                [ "${q}" = oracle ] && inf+=(--inf_scp "${dir}/spk2.scp" --oracle_select)
+                # PIT as the reference scores it: output 1 or its complement (mixture - output 1), the better
+                [ "${q}" = oracle ] && inf+=(--oracle_complement)
                 ${python} -m espnet2.enh.clipsep.bin.score --mix_scp "${mdir}/wav.scp" \
                     --ref_scp "${mdir}/spk1.scp" --ref_scp "${mdir}/spk2.scp" "${inf[@]}" \
                     --output_dir "${dir}/score" --nj "${nj}" --mix_cache "${expdir}/score_mix_${dset}.tsv"
@@ -347,7 +348,6 @@ stage_8() {
             name=$(system_name "$(exp_name "${config}")")
             while read -r q dir; do
                 inf=${dir}/spk1.scp
-                [ "${q}" = oracle ] && inf=${dir}/spk1.scp,${dir}/spk2.scp
                 report+=(--result "${name}|${q}|${dir}/score|${inf}")
                 names+=("${name}|${q}")
             done < <(infer_dirs "${config}" "${dset}")

@@ -54,6 +54,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--oracle_select", action="store_true",
         help="per item, keep the --inf_scp output with the highest SDR against the target (PIT baseline)",
     )  # fmt: skip
+    parser.add_argument(
+        "--oracle_complement", action="store_true",
+        help="per item, keep the --inf_scp output or the mixture minus it, whichever has the higher SDR against "
+             "the target (PIT scored as the reference scores it: output 1 and its complement mask)",
+    )  # fmt: skip
     parser.add_argument("--output_dir", type=Path, required=True, help="where the score files go")
     parser.add_argument(
         "--allow_missing", action="store_true",
@@ -84,6 +89,7 @@ def build_jobs(
     allow_missing: bool,
     mix_cache: Optional[MixScores] = None,
     backend: str = "fast",
+    complement: bool = False,
 ) -> List[ItemJob]:
     """One :class:`ItemJob` per key, in sorted key order, after checking that the scps list the same keys.
 
@@ -93,6 +99,8 @@ def build_jobs(
     """
     if len(ref_scps) != 2:
         raise ValueError(f"--ref_scp must be given twice (target, interferer), got {len(ref_scps)}")
+    if complement and (oracle_select or len(inf_scps) != 1):
+        raise ValueError("--oracle_complement takes one --inf_scp (output 1) and no --oracle_select")
     if len(inf_scps) > 1 and not oracle_select:
         raise ValueError(f"{len(inf_scps)} --inf_scp given: several estimates need --oracle_select")
     files = [mix_scp, *ref_scps, *inf_scps]
@@ -111,7 +119,7 @@ def build_jobs(
     mix, s1, s2, *infs = tables
     cache = mix_cache or {}
     return [
-        ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select, cache.get(k), backend)
+        ItemJob(k, mix[k], (s1[k], s2[k]), [t[k] for t in infs], oracle_select, cache.get(k), backend, complement)
         for k in common
     ]
 
@@ -149,7 +157,8 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
             raise ValueError("--nj must be >= 1")
         cache = read_mix_cache(args.mix_cache) if args.mix_cache is not None else None
         jobs = build_jobs(
-            args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing, cache, args.backend
+            args.mix_scp, args.ref_scp, args.inf_scp, args.oracle_select, args.allow_missing, cache, args.backend,
+            args.oracle_complement,
         )
         results = run_jobs(jobs, args.nj)
         summary = build_summary(
@@ -157,6 +166,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
             settings=dict(
                 mix_scp=str(args.mix_scp), ref_scp=[str(p) for p in args.ref_scp],
                 inf_scp=[str(p) for p in args.inf_scp], oracle_select=args.oracle_select,
+                oracle_complement=args.oracle_complement,
                 metric="museval.metrics.bss_eval(window=inf), target row; SI-SDR zero-mean",
                 backend=args.backend,
             ),

@@ -39,6 +39,7 @@ __all__ = [
     "class_rows",
     "comparison_rows",
     "gauge_lines",
+    "is_complement",
     "kept_history",
     "retrieval_line",
     "environment_line",
@@ -283,8 +284,16 @@ def query_image_file(value: str) -> Path:
     return path
 
 
+def is_complement(result: Result) -> bool:
+    """Whether ``result`` was scored with ``--oracle_complement`` (chosen 1 = the mixture minus output 1)."""
+    return bool((result.summary.get("settings") or {}).get("oracle_complement"))
+
+
 def estimate_scp_value(result: Result, tables: Dict[Path, Dict[str, str]], key: str) -> str:
-    """The scp value of the output scored for ``key`` (per-item ``chosen`` index into ``result.inf_scps``)."""
+    """The scp value of the output scored for ``key`` (per-item ``chosen`` index into ``result.inf_scps``; with
+    ``--oracle_complement`` always output 1, whose complement :func:`is_complement` tells apart)."""
+    if is_complement(result):
+        return tables[result.inf_scps[0]][key]
     chosen = int(result.rows[key]["chosen"])
     if chosen >= len(result.inf_scps):
         raise ValueError(
@@ -430,6 +439,8 @@ def build_report(
             if est_rate != rate:
                 raise ValueError(f"{key}: estimate of {r.name} is {est_rate} Hz, mixture {rate} Hz")
             n = min(len(mix), len(est))
+            if is_complement(r) and int(r.rows[key]["chosen"]) == 1:  # the scored estimate: mixture - output 1
+                est = mix[:n] - est[:n]
             stem = f"ex{j}_r{i}_{_slug(r.system)}_{_slug(r.query)}"
             row = r.rows[key]
             note = f"SDRi {row['sdri']:.2f} dB, SI-SDRi {row['si_sdri']:.2f} dB"

@@ -179,6 +179,7 @@ class ItemJob:
     oracle_select: bool = False
     mix_cached: Optional[Tuple[str, float, float]] = None  # (digest, sdr_mix, si_sdr_mix) from a cache
     backend: str = "fast"  # BSS_BACKENDS: the same values either way
+    complement: bool = False  # the candidates are infs[0] and mix - infs[0] (PIT as the reference scores it)
 
 
 MixScores = Dict[str, Tuple[str, float, float]]  # key -> (digest, sdr_mix, si_sdr_mix)
@@ -228,11 +229,15 @@ def score_item(job: ItemJob) -> ItemResult:
     """Loads one item, trims every signal to the shortest length and scores it (see module docstring).
 
     With ``oracle_select`` every non-silent candidate is scored and the one with the highest SDR against the
-    target is kept (PIT's oracle post-selection); ``chosen`` is its index. Otherwise only ``infs[0]`` is scored.
+    target is kept (PIT's oracle post-selection); ``chosen`` is its index. With ``complement`` the candidates
+    are ``infs[0]`` and ``mix - infs[0]`` (``chosen`` 0 or 1): the reference scores its PIT baseline on output 1
+    and its complement mask (clipsep/evaluate.py, ``calc_metrics``: ``[m, 1 - m]`` against ``[1 - m, m]``), and
+    with the mixture's phase ``(1 - m) X`` is ``X - m X``. Otherwise only ``infs[0]`` is scored.
     Raises ``ValueError`` naming the key on unreadable or inconsistent audio.
     """
     try:
-        loaded = [load_audio(v) for v in (job.mix, *job.refs, *(job.infs if job.oracle_select else job.infs[:1]))]
+        several = job.oracle_select and not job.complement
+        loaded = [load_audio(v) for v in (job.mix, *job.refs, *(job.infs if several else job.infs[:1]))]
     except (OSError, RuntimeError, ValueError) as err:
         raise ValueError(f"key {job.key}: {err}") from None
     rates = {r for _, r in loaded}
@@ -242,6 +247,8 @@ def score_item(job: ItemJob) -> ItemResult:
     if length == 0:
         raise ValueError(f"key {job.key}: empty audio")
     mix, s1, s2, *cands = (w[:length] for w, _ in loaded)
+    if job.complement:
+        cands = [cands[0], mix - cands[0]]
     for name, x in (("target", s1), ("interferer", s2), ("mixture", mix)):
         if _silent(x):
             return ItemResult(job.key, skipped=f"silent {name}")

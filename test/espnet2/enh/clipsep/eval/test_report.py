@@ -218,6 +218,15 @@ def test_pick_examples_and_class_rows():
     assert table[1][0] == "y" and table[1][2] == "6.00 ± 1.00"
 
 
+def test_complement_result_reads_output_1(tmp_path):
+    from espnet2.enh.clipsep.eval.report import Result, estimate_scp_value, is_complement
+
+    tables = {tmp_path / "spk1.scp": {"k": "a.wav"}}
+    result = Result("PIT", "oracle", tmp_path, list(tables), summary={"settings": {"oracle_complement": True}},
+                    rows={"k": {"chosen": 1}})
+    assert is_complement(result) and estimate_scp_value(result, tables, "k") == "a.wav"
+
+
 def test_oracle_result_shows_the_chosen_output(tmp_path):
     from espnet2.enh.clipsep.eval.report import Result, estimate_scp_value
 

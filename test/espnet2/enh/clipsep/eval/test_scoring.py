@@ -120,10 +120,12 @@ def test_fast_backend_equals_museval_on_filtered_estimates():
         ref = bss_target(s1, s2, est, s1 + s2 - est, backend="museval")
         assert fast == pytest.approx(ref, abs=1e-6)
         assert all(abs(v) < 60 for v in ref)
-    # A pure-tone target makes the references' correlation matrix singular: museval's least squares answers.
+    # A pure-tone target makes the references' correlation matrix (near-)singular: the fast solve, or museval's
+    # least squares where it fails, still gives museval's values.
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(FS) / FS)
     est = 0.9 * tone + 0.1 * s2
-    assert bss_target(tone, s2, est, tone + s2 - est, "fast") == bss_target(tone, s2, est, tone + s2 - est, "museval")
+    fast, ref = (bss_target(tone, s2, est, tone + s2 - est, b) for b in ("fast", "museval"))
+    assert fast == pytest.approx(ref, abs=1e-6)
     with pytest.raises(ValueError, match="unknown BSS-Eval backend 'bsseval3'"):
         bss_target(s1, s2, est, s1 + s2 - est, backend="bsseval3")
 
@@ -138,6 +140,29 @@ def test_oracle_select_picks_target_output(data):
     assert summary["settings"]["oracle_select"] is True
     assert {k: r["chosen"] for k, r in swapped.items()} == {k: 1 for k in KEYS}
     assert swapped == {k: dict(r, chosen=1) for k, r in plain.items()}
+
+
+def test_oracle_complement_scores_output_1_or_the_mixture_minus_it(data, capsys):
+    """PIT as the reference scores it: output 1 (``m X``) or its complement (``X - m X``), the better one."""
+    rng = np.random.default_rng(4)
+    keys = sorted(KEYS)
+    # output 1 is the interferer for the first key (so the complement, mix - output 1, is the target), else the target
+    out1 = {k: (data["mix"][k] - _partial(data, k, rng) / 2) if k == keys[0] else _partial(data, k, rng) / 2
+            for k in keys}
+    est = _write_set(data["root"], "out1", out1)
+    comp = _write_set(data["root"], "comp", {k: data["mix"][k] - out1[k] for k in keys})
+    summary, rows = _run(data, "score_complement", "--inf_scp", str(est), "--oracle_complement")
+    assert summary["settings"]["oracle_complement"] is True
+    assert {k: r["chosen"] for k, r in rows.items()} == {k: int(k == keys[0]) for k in keys}
+    # the same numbers as scoring each chosen signal on its own (float32 files: to within float rounding)
+    _, alone = _run(data, "score_comp_alone", "--inf_scp", str(comp))
+    _, plain = _run(data, "score_out1_alone", "--inf_scp", str(est))
+    for k in keys:
+        expected = alone[k] if k == keys[0] else plain[k]
+        assert rows[k]["sdr"] == pytest.approx(expected["sdr"], abs=1e-4)
+    assert score.main([*data["args"], "--inf_scp", str(est), "--inf_scp", str(comp), "--oracle_complement",
+                       "--output_dir", str(data["root"] / "x")]) == 2
+    assert "--oracle_complement takes one --inf_scp" in capsys.readouterr().err
 
 
 def test_mix_cache_reuses_the_mixture_scores_exactly(data, capsys):
