@@ -16,7 +16,7 @@ CSS = (
     "vertical-align:middle}th{background:#f4f4f4}figure{display:inline-block;margin:6px}"
     "section{border-top:1px solid #ddd;margin-top:18px}.why{color:#666;font-size:90%}"
     ".query{display:flex;gap:12px;align-items:center;margin:6px 0}.query img{border:1px solid #ccc}"
-    "audio{height:32px;width:260px}"
+    "audio{height:32px;width:200px}"
 )
 
 
