@@ -61,6 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--log_level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (errors and warnings still print)")
     return parser
 
 

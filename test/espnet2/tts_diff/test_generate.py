@@ -226,6 +226,27 @@ def test_cli_writes_files_and_refuses_existing_ones(assets, tmp_path, capsys):
     shutil.rmtree(out)
 
 
+def test_cli_progress_bar_on_a_terminal_and_quiet(assets, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    base = ["--model", str(assets["root"] / "exp"), "--device", "cpu", "--steps", "2", "--num_frames", str(FRAMES),
+            "--text", "dog", "--num", "2", "--overwrite"]  # fmt: skip
+    shown = []
+    for quiet in ((), ("--quiet",)):
+        term = Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        assert cli.main(base + ["-o", str(tmp_path / "o"), *quiet]) == 0
+        monkeypatch.undo()
+        shown.append(term.getvalue())
+    assert "generate: 100%" in shown[0] and "2/2" in shown[0]
+    assert "%|" not in shown[1]
+
+
 def test_cli_help_lists_defaults_and_names_are_unique():
     text = cli.get_parser().format_help()
     assert "espnet2.tts_diff.bin.generate" in text and "(default: 25)" in text and "(default: dpmpp)" in text

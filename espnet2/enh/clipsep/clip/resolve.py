@@ -22,20 +22,30 @@ def find_recipe_clip(
 ) -> Optional[Tuple[str, str]]:
     """The CLIP weights the enh1 recipe fitted next to the experiments (``<expdir>/clip/<model>.pt`` + ``.json``).
 
-    Looked for in ``search_dirs`` and their ``clip/`` sub-directories, and anywhere under ``pack_root``.
+    A pack's own CLIP (anywhere under ``pack_root``) comes first: it is the one packed with the model. Otherwise
+    the CLIP is looked for in ``search_dirs`` and their ``clip/`` sub-directories (a pack or an experiment
+    directory inside the recipe's tree).
 
     Returns:
         ``(clip_model, weights_file)`` of the one candidate whose embedding size is ``embed_dim``, or None.
     """
+    if pack_root is not None:
+        packed = _matching_clips(sorted(pack_root.rglob("*.pt.json")), embed_dim)
+        if packed:
+            return packed[0] if len(packed) == 1 else None
+    sidecars = [s for d in search_dirs for s in sorted([*d.glob("*.pt.json"), *d.glob("clip/*.pt.json")])]
+    found = _matching_clips(sidecars, embed_dim)
+    return found[0] if len(found) == 1 else None
+
+
+def _matching_clips(sidecars: Sequence[Path], embed_dim: int):
+    """``(clip_model, weights_file)`` per distinct weights file whose sidecar names a model of ``embed_dim``."""
     import json
 
     import open_clip
 
     register_configs()
     found = {}
-    sidecars = [s for d in search_dirs for s in sorted([*d.glob("*.pt.json"), *d.glob("clip/*.pt.json")])]
-    if pack_root is not None:
-        sidecars += sorted(pack_root.rglob("*.pt.json"))
     for sidecar in sidecars:
         weights = sidecar.with_name(sidecar.name[: -len(".json")])
         try:
@@ -45,7 +55,7 @@ def find_recipe_clip(
         cfg = open_clip.get_model_config(name) if isinstance(name, str) else None
         if weights.is_file() and cfg and int(cfg.get("embed_dim", -1)) == embed_dim:
             found[weights.resolve()] = (name, str(weights))
-    return next(iter(found.values())) if len(found) == 1 else None
+    return list(found.values())
 
 
 def clip_for_model(

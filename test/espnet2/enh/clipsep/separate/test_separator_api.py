@@ -64,6 +64,21 @@ def test_pack_and_exp_dir_give_the_same_output(pack_into, noise, sep, recipe, tm
     assert np.array_equal(with_clip(x, FS, query="violin"), sep(x, FS, query="violin"))
 
 
+def test_pack_with_its_clip_inside_the_recipe_tree(pack_into, noise, sep, recipe, tmp_path):
+    """The recipe's own layout (exp/<model>/packed.zip beside exp/clip/): the same CLIP is found twice, in the pack
+    and beside it; the packed one is the model's, so there is no ambiguity (the README's quick start)."""
+    import shutil
+
+    tree = tmp_path / "exp"
+    shutil.copytree(recipe, tree)
+    pack_into(tree, tree / "train_enh_clipsep_nit" / "packed.zip", ["clip/clipsep-tiny.pt", "clip/clipsep-tiny.pt.json"])
+    packed = Separator.from_pretrained(tree / "train_enh_clipsep_nit" / "packed.zip", cache_dir=tmp_path / "zoo",
+                                       device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)  # fmt: skip
+    assert str(tmp_path / "zoo") in packed.query_encoder.pretrained  # the packed copy, not exp/clip/
+    x = noise(0.7)
+    assert np.array_equal(packed(x, FS, query="violin"), sep(x, FS, query="violin"))
+
+
 def test_short_input_is_exactly_one_model_pass(noise, sep):
     x = torch.from_numpy(noise(0.9))  # < one chunk (1.0 s)
     assert x.shape[-1] < sep.chunk
