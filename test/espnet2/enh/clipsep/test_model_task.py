@@ -19,7 +19,8 @@ TSE_CONFIGS = sorted(p for p in CONF_DIR.rglob("*.yaml") if "extractor" in yaml.
 # Configs of our CLIPSep separator (the rest run ESPnet's stock separators as baselines, e.g. TF-GridNet).
 CLIPSEP_CONFIGS = [p for p in ALL_CONFIGS if yaml.safe_load(p.read_text())["separator"] == "clipsep"]
 TINY_CONFIGS = [p for p in CLIPSEP_CONFIGS if p.parent == TINY_DIR]
-STOCK_TINY_CONFIGS = sorted(set(TINY_DIR.glob("*.yaml")) - set(TINY_CONFIGS))
+# Enhancement-task configs with a stock ESPnet separator (not the TSE ones: they have an extractor)
+STOCK_TINY_CONFIGS = sorted(set(TINY_DIR.glob("*.yaml")) & set(ALL_CONFIGS) - set(TINY_CONFIGS))
 
 BATCH, LENGTH = 2, 4000  # 0.25 s at 16 kHz
 
