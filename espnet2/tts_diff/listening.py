@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet2.enh.clipsep.eval.figures import image_thumbnail
-from espnet2.enh.clipsep.eval.page import audio_tag, document, html_table, image_tag
+from espnet2.enh.clipsep.eval.page import audio_tag, document, html_table, image_tag, slug
 from espnet2.enh.clipsep.eval.report import query_image_file
 from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.files.writing import write_text_atomic
@@ -89,7 +89,7 @@ def build_listening_page(
             source = Path(table[key])
             if not source.is_file():
                 raise FileNotFoundError(f"{s.wav_scp}: clip of {key} not found: {source}")
-            name = f"audio/{_slug(s.name)}_{j}{source.suffix}"
+            name = f"audio/{slug(s.name)}_{j}{source.suffix}"
             shutil.copyfile(source, html_dir / name)
             mark = {1: " &#10003; heard as the query class", 0: " &#10007; heard as another class"}.get(
                 s.correct.get(key), "")
@@ -103,7 +103,3 @@ def build_listening_page(
     page = html_dir / "index.html"
     write_text_atomic(page, document(title, intro + html_table(header, rows, raw=tuple(range(len(header))))))
     return page
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"

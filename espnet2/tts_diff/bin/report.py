@@ -198,11 +198,11 @@ def write_page(args, results) -> Optional[Path]:
                                 args.per_class)  # fmt: skip
 
 
-def build(args) -> str:
+def build(args, results=None) -> str:
     from espnet2.enh.clipsep.eval.gauge import read_gauge
     from espnet2.enh.clipsep.eval.report import environment_line, gauge_lines, markdown_table, read_timings
 
-    results = [parse_result(spec) for spec in args.result]
+    results = results if results is not None else [parse_result(spec) for spec in args.result]
     lines = [f"# {args.title}", "", environment_line(), ""]
     header = ("system", "query", "relevance (%)", "probe-FD")
     if has_mel(results):
@@ -275,8 +275,9 @@ def main(cmd=None) -> int:
     try:
         from espnet2.enh.clipsep.eval.report import kept_history
 
-        text = build(args)
-        page = write_page(args, [parse_result(spec) for spec in args.result])
+        results = [parse_result(spec) for spec in args.result]
+        text = build(args, results)
+        page = write_page(args, results)
         if page is not None:
             link = Path(os.path.relpath(page.resolve(), args.output.resolve().parent)).as_posix()
             text += f"\nListening page (each query's text and image, a player per system): [{link}]({link})\n"

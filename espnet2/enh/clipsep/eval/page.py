@@ -6,9 +6,10 @@ broken source at once), and images carry their size and an ``alt`` text.
 """
 
 import html
+import re
 from typing import Optional, Sequence
 
-__all__ = ["audio_tag", "document", "figure_tag", "html_table", "image_tag"]
+__all__ = ["audio_tag", "document", "figure_tag", "html_table", "image_tag", "slug"]
 
 CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1280px;margin:auto;padding:0 12px;color:#222}"
@@ -18,6 +19,11 @@ CSS = (
     ".query{display:flex;gap:12px;align-items:center;margin:6px 0}.query img{border:1px solid #ccc}"
     "audio{height:32px;width:200px}"
 )
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of characters other than letters, digits, ``.``, ``_``, ``-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: Sequence[int] = ()) -> str:

@@ -12,7 +12,6 @@ import importlib.metadata
 import math
 import os
 import platform
-import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from espnet2.enh.clipsep.files.kaldi_table import read_table
 from espnet2.enh.clipsep.eval.gauge import read_gauge
 from espnet2.enh.clipsep.eval.figures import distribution_figure, example_figure, image_thumbnail
 from espnet2.enh.clipsep.eval.intervals import paired_difference
-from espnet2.enh.clipsep.eval.page import audio_tag, document, figure_tag, html_table, image_tag
+from espnet2.enh.clipsep.eval.page import audio_tag, document, figure_tag, html_table, image_tag, slug
 from espnet2.enh.clipsep.eval.retrieval import clip_retrieval
 from espnet2.enh.clipsep.eval.scoring import SUMMARY_METRICS, load_audio, read_score_dir
 from espnet2.enh.clipsep.files.writing import write_text_atomic, write_wav_atomic
@@ -204,10 +203,6 @@ def environment_line() -> str:
 
 
 # ----------------------------------------------------------------------------------------------- report
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 
 @dataclass
@@ -441,7 +436,7 @@ def build_report(
             n = min(len(mix), len(est))
             if is_complement(r) and int(r.rows[key]["chosen"]) == 1:  # the scored estimate: mixture - output 1
                 est = mix[:n] - est[:n]
-            stem = f"ex{j}_r{i}_{_slug(r.system)}_{_slug(r.query)}"
+            stem = f"ex{j}_r{i}_{slug(r.system)}_{slug(r.query)}"
             row = r.rows[key]
             note = f"SDRi {row['sdri']:.2f} dB, SI-SDRi {row['si_sdri']:.2f} dB"
             rows.append((r.name, wav(f"{stem}.wav", est, rate), wav(f"{stem}_residual.wav", mix[:n] - est[:n], rate),

@@ -4,7 +4,6 @@ The repo then loads by name (``Separator.from_pretrained("user/name")``, ``separ
 through ``espnet_model_zoo``, which downloads a hub repo as a snapshot and reads its ``meta.yaml``.
 """
 
-import html
 import os
 import tempfile
 import zipfile
@@ -49,7 +48,7 @@ def model_card(repo: str, config: dict, results: Optional[Path] = None, license:
     table = _results_table(results) if results is not None and Path(results).is_file() else ""
     parts = [
         f"---\n{front}---\n",
-        f"# {html.escape(repo)}: text-queried sound separation (CLIPSep, ESPnet)\n",
+        f"# {repo}: text-queried sound separation (CLIPSep, ESPnet)\n",
         "Separates the sound a text (or image) query describes from a recording. Trained on unlabeled video "
         "through a frozen CLIP model (Dong et al., *CLIPSep: Learning Text-queried Sound Separation with Noisy "
         "Unlabeled Videos*, ICLR 2023), with the espnet-clipsep plugin.\n",
