@@ -1,4 +1,4 @@
-"""Cache CLIP query embeddings as npy or kaldi_ark scp files.
+"""Cache CLIP (or BERT) query embeddings as npy or kaldi_ark scp files.
 
 Text queries come from a Kaldi-style file (``<key> <query text>`` per line) and are template-ensembled; image
 queries come from frame directories (one per clip, 1-fps frames named in time order) and are the mean over
@@ -8,7 +8,14 @@ frames around a random centre as CLIPSep does; frames of several clips share eac
 clip costs ``num_frames * D * 4`` bytes (a 10-minute video at 1 fps with ViT-B/32: 1.2 MB); ``--max_frames``
 keeps only that many frames around the centre of longer clips. Keys already in the output scp are skipped, so
 an interrupted run resumes (an scp holding the other kind of image embedding is refused); the scp is replaced
-atomically after each batch and only ever lists complete entries.
+atomically after each batch and only ever lists complete entries (an scp of another embedding size, e.g. CLIP's
+where BERT's goes, is refused too).
+
+With ``--text_encoder bert`` text queries go through a local BERT directory (``--bert_dir``,
+``bert-base-uncased`` for BERTSep) instead of CLIP: the label text as is, the final [CLS] state (``(768,)``
+float32 for bert-base), in the same scp layout, so a recipe swaps the scp in (see
+:mod:`espnet2.enh.clipsep.bert.encoder` for what the reference fixes and what is ours). It needs
+``transformers`` on ``PYTHONPATH`` (``PYTHONPATH=$(cat .venv/clap-pythonpath)``; not in the main environment).
 
 Examples:
     python -m espnet2.enh.clipsep.bin.embed --text data/test/queries.txt --output_dir dump/clip/test \\
@@ -17,6 +24,8 @@ Examples:
         --name image --format kaldi_ark
     python -m espnet2.enh.clipsep.bin.embed --frames_scp data/train/frames.scp --output_dir dump/clip/train \\
         --name image_frames --per_frame
+    PYTHONPATH=$(cat .venv/clap-pythonpath) python -m espnet2.enh.clipsep.bin.embed --text_encoder bert \\
+        --bert_dir downloads/bert-base-uncased --text data/train/utt2label --output_dir dump/bert/train --name text
 """
 
 import argparse
@@ -24,7 +33,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +43,7 @@ from espnet2.enh.clipsep.files.kaldi_table import read_table, write_table_atomic
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m espnet2.enh.clipsep.bin.embed",
-        description="Cache CLIP text or image query embeddings as npy / kaldi_ark scp files.",
+        description="Cache CLIP text or image (or BERT text) query embeddings as npy / kaldi_ark scp files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = parser.add_mutually_exclusive_group(required=True)
@@ -55,7 +64,19 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max_frames", type=int, default=None, help="with --per_frame: at most this many frames around the centre"
     )
-    parser.add_argument("--templates", nargs="+", default=None, help="prompt templates ('{}' = query)")
+    parser.add_argument(
+        "--text_encoder", choices=("clip", "bert"), default="clip", help="text queries: CLIP, or BERT (BERTSep)"
+    )
+    parser.add_argument(
+        "--bert_dir", type=Path, default=None, help="with --text_encoder bert: local bert-base-uncased directory"
+    )
+    parser.add_argument(
+        "--bert_pooling", choices=("cls", "pooler", "mean"), default="cls", help="with --text_encoder bert"
+    )
+    parser.add_argument(
+        "--templates", nargs="+", default=None,
+        help="prompt templates ('{}' = query); default: CLIPSep's 4 with CLIP, the text as is with BERT",
+    )  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=32, help="queries or clips per batch")
     parser.add_argument("--device", default="auto", help="cpu, cuda[:n] or auto")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -82,8 +103,9 @@ class EmbeddingWriter:
             return False
         return self.fmt != "npy" or Path(self.table[key]).is_file()
 
-    def check_ndim(self, ndim: int) -> None:
-        """Refuse to resume an scp whose entries have another number of dimensions (clip mean vs per frame)."""
+    def check_ndim(self, ndim: int, dim: Optional[int] = None) -> None:
+        """Refuse to resume an scp whose entries have another number of dimensions (clip mean vs per frame) or,
+        given ``dim``, another embedding size (e.g. CLIP's 512 where BERT's 768 goes)."""
         import kaldiio
 
         done = sorted(k for k in self.table if self.done(k))
@@ -96,6 +118,11 @@ class EmbeddingWriter:
             raise ValueError(
                 f"{self.scp} holds {kinds.get(stored.ndim, f'{stored.ndim}-D arrays')} (e.g. {key}) but this run "
                 f"writes {kinds[ndim]}: use another --name"
+            )
+        if dim is not None and stored.shape[-1] != dim:
+            raise ValueError(
+                f"{self.scp} holds {stored.shape[-1]}-d embeddings (e.g. {key}) but this encoder gives {dim}-d "
+                "ones: use another --output_dir or --name"
             )
 
     def write(self, batch: Dict[str, np.ndarray]) -> None:
@@ -161,6 +188,11 @@ def main(cmd=None) -> int:
             raise ValueError("--per_frame needs image queries (--frames_dir or --frames_scp)")
         if args.max_frames is not None and (not args.per_frame or args.max_frames < 1):
             raise ValueError("--max_frames must be >= 1 and goes with --per_frame")
+        bert = args.text_encoder == "bert"
+        if bert and (args.text is None or args.bert_dir is None):
+            raise ValueError("--text_encoder bert embeds text queries: it needs --text and --bert_dir")
+        if args.bert_dir is not None and not bert:
+            raise ValueError("--bert_dir goes with --text_encoder bert")
         items = collect_inputs(args)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         writer = EmbeddingWriter(args.output_dir, args.name, args.format)
@@ -169,17 +201,29 @@ def main(cmd=None) -> int:
         logging.info("%d items, %d already in %s, %d to compute", len(items), len(items) - len(todo),
                      writer.scp, len(todo))
         if todo:
-            templates = args.templates or CLIPSEP_TEMPLATES
+            templates = args.templates or (("{}",) if bert else CLIPSEP_TEMPLATES)
             # One batch of queries or clips = one forward pass over all their prompts or frames.
             per_item = len(templates) if args.text is not None else args.num_frames
-            encoder = CLIPQueryEncoder(
-                args.clip_model,
-                None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
-                device=args.device,
-                batch_size=args.batch_size * per_item,
-                templates=templates,
-            )
-            encoder.model  # load CLIP now: a missing checkpoint fails before any progress output
+            if bert:
+                from espnet2.enh.clipsep.bert.encoder import BERTQueryEncoder
+
+                encoder = BERTQueryEncoder(
+                    args.bert_dir,
+                    pooling=args.bert_pooling,
+                    device=args.device,
+                    batch_size=args.batch_size * per_item,
+                    templates=templates,
+                )
+            else:
+                encoder = CLIPQueryEncoder(
+                    args.clip_model,
+                    None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
+                    device=args.device,
+                    batch_size=args.batch_size * per_item,
+                    templates=templates,
+                )
+            writer.check_ndim(2 if args.per_frame else 1, encoder.embed_dim)
+            encoder.model  # load the model now: missing weights fail before any progress output
             for i in tqdm(range(0, len(todo), args.batch_size), desc=f"embed {args.name}", unit="batch"):
                 keys, values = zip(*todo[i : i + args.batch_size])
                 if args.text is not None:
@@ -191,7 +235,7 @@ def main(cmd=None) -> int:
                     emb = encoder.encode_images(list(values))
                 writer.write({k: as_numpy(e) for k, e in zip(keys, emb)})
         logging.info("wrote %s (%d entries)", writer.scp, len(writer.table))
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as err:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2
     return 0
