@@ -1,10 +1,13 @@
 """List the videos of a local corpus copy and assign them to splits.
 
-Each lister returns ``{split: [VideoItem(uid, path, label), ...]}`` with items sorted by uid. Utterance ids are
-made of ``[A-Za-z0-9_-]`` only and are unique across the whole corpus: one source file always gets the same uid,
-whichever splits list it (VGGSound's test subsets overlap), and two different files never share one.
+Each lister returns :class:`Splits`, ``{split: [VideoItem(uid, path, label), ...]}`` with items sorted by uid.
+Utterance ids are made of ``[A-Za-z0-9_-]`` only and are unique across the whole corpus: one source file always
+gets the same uid, whichever splits list it (VGGSound's test subsets overlap), and two different files never share
+one. A split listed from one of CLIPSep's CSV files also keeps the file's row order (``Splits.orders``): CLIPSep
+pairs evaluation item ``i`` by the row index ``i`` (``random.seed(i)``), so the fixed mixtures need it.
 
-* ``folder``: ``ROOT/<split>/<class>/*.mp4`` with splits among train/valid/test (our generated mini corpus).
+* ``folder``: ``ROOT/<split>/<class>/*.mp4`` with splits among train/valid/test/noisy (our generated mini corpus;
+  ``noisy`` is its pool of interferer clips for the "+" test set).
 * ``music``: the MUSIC dataset, ``ROOT/<instrument>/<youtube_id>.mp4`` or ``ROOT/solo/<instrument>/...``.
   Either CLIPSep's split files (``--splits_dir`` = ``clipsep/data/MUSIC/solo`` of github.com/sony/CLIPSep:
   train.csv, val.csv, test.csv), or a seeded per-instrument split: the sorted files of each instrument are
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
-FOLDER_SPLITS = ("train", "valid", "test")
+FOLDER_SPLITS = ("train", "valid", "test", "noisy")
 MUSIC_INSTRUMENTS = (
     "accordion", "acoustic_guitar", "cello", "clarinet", "erhu", "flute",
     "saxophone", "trumpet", "tuba", "violin", "xylophone",
@@ -37,9 +40,10 @@ VGGSOUND_CSV_SPLITS = {
     "test_good_no_music": "test-good-no-music.csv",
 }
 CLIPSEP_URL = "https://github.com/sony/CLIPSep"
+# In a data dir listed from a CSV: one line per CSV row, in the file's order, the row's uid or "-" (no local video).
+ORDER_FILE = "csv_order"
+ORDER_MISSING = "-"
 YOUTUBE_ID_LENGTH = 11
-
-Splits = Dict[str, List["VideoItem"]]
 
 
 class VideoItem(NamedTuple):
@@ -48,6 +52,24 @@ class VideoItem(NamedTuple):
     uid: str
     path: Path
     label: str
+
+
+class Entry(NamedTuple):
+    """A lister's raw item: uid base, source file, label and its row in the split's CSV (``None``: no CSV)."""
+
+    base: str
+    path: Path
+    label: str
+    row: Optional[int] = None
+
+
+class Splits(Dict[str, List[VideoItem]]):
+    """``{split: [VideoItem, ...]}`` (sorted by uid) plus ``orders``: for each split listed from a CSV file, the
+    uid of each CSV row in the file's order (``None`` where no local video matched the row)."""
+
+    def __init__(self, items: Dict[str, List[VideoItem]], orders: Optional[Dict[str, List[Optional[str]]]] = None):
+        super().__init__(items)
+        self.orders: Dict[str, List[Optional[str]]] = dict(orders or {})
 
 
 def sanitize_uid(name: str) -> str:
@@ -61,20 +83,29 @@ def split_order(splits: Sequence[str]) -> List[str]:
     return first + sorted(s for s in splits if s not in first)
 
 
-def assign_uids(entries: Dict[str, List[Tuple[str, Path, str]]]) -> Splits:
-    """Turn ``{split: [(uid base, path, label)]}`` into sorted :class:`VideoItem` lists with unique uids.
+def assign_uids(entries: Dict[str, List[Entry]], num_rows: Optional[Dict[str, int]] = None) -> Splits:
+    """Turn ``{split: [Entry]}`` into sorted :class:`VideoItem` lists with unique uids.
 
     The same path gets the same uid in every split; a base already taken by another path gets ``-2``, ``-3``...
     (decided in :func:`split_order` and path order, hence deterministic, and train keeps the plain names).
+
+    Args:
+        entries: The lister's items per split.
+        num_rows: Row count of each split's CSV file; such a split gets ``orders[split]``, the uid of each row
+            (a row matched by several local files takes the first in path order).
     """
+    num_rows = num_rows or {}
     by_path: Dict[Path, str] = {}
     taken = set()
-    splits: Splits = {}
+    splits: Dict[str, List[VideoItem]] = {}
+    orders: Dict[str, List[Optional[str]]] = {split: [None] * n for split, n in num_rows.items()}
     for split in split_order(list(entries)):
         items, seen = [], set()
-        for base, path, label in sorted(entries[split], key=lambda e: (str(e[1]), e[0])):
+        for base, path, label, row in sorted(entries[split], key=lambda e: (str(e.path), e.base)):
             if path in seen:
-                continue  # listed twice in one split (e.g. a duplicated CSV row)
+                if row is not None and orders[split][row] is None:
+                    orders[split][row] = by_path[path]  # listed twice in one split (a duplicated CSV row)
+                continue
             seen.add(path)
             uid = by_path.get(path)
             if uid is None:
@@ -86,8 +117,10 @@ def assign_uids(entries: Dict[str, List[Tuple[str, Path, str]]]) -> Splits:
                 taken.add(uid)
                 by_path[path] = uid
             items.append(VideoItem(uid, path, label))
+            if row is not None and orders[split][row] is None:
+                orders[split][row] = uid
         splits[split] = sorted(items)
-    return {split: splits[split] for split in sorted(splits)}
+    return Splits({split: splits[split] for split in sorted(splits)}, orders)
 
 
 def _videos(directory: Path, recursive: bool = False) -> List[Path]:
@@ -115,12 +148,12 @@ def list_folder(root: Path) -> Splits:
         ``{split: items}`` for each split directory that holds at least one video.
     """
     root = _check_root(Path(root))
-    entries: Dict[str, List[Tuple[str, Path, str]]] = {}
+    entries: Dict[str, List[Entry]] = {}
     for split in FOLDER_SPLITS:
         if not (root / split).is_dir():
             continue
         classes = sorted(d for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))
-        items = [(f"{c.name}-{p.stem}", p, c.name) for c in classes for p in _videos(c)]
+        items = [Entry(f"{c.name}-{p.stem}", p, c.name) for c in classes for p in _videos(c)]
         if items:
             entries[split] = items
     if not entries:
@@ -173,7 +206,7 @@ def list_music(
         return _music_from_csv(videos, Path(splits_dir))
     if not (0 <= test_ratio < 1 and 0 <= valid_ratio < 1):
         raise ValueError("--test_ratio and --valid_ratio must be in [0, 1)")
-    entries: Dict[str, List[Tuple[str, Path, str]]] = defaultdict(list)
+    entries: Dict[str, List[Entry]] = defaultdict(list)
     for instrument, paths in videos.items():
         shuffled = list(paths)
         random.Random(seed).shuffle(shuffled)
@@ -185,35 +218,39 @@ def list_music(
             "train": shuffled[n_test + n_valid :],
         }
         for split, part in parts.items():
-            entries[split] += [(f"{instrument}-{p.stem}", p, instrument) for p in part]
+            entries[split] += [Entry(f"{instrument}-{p.stem}", p, instrument) for p in part]
     return assign_uids({k: v for k, v in entries.items() if v})
 
 
 def _music_from_csv(videos: Dict[str, List[Path]], splits_dir: Path) -> Splits:
     rows = _read_split_csvs(splits_dir, MUSIC_CSV_SPLITS, "clipsep/data/MUSIC/solo")
     local = {(instrument, p.stem): p for instrument, paths in videos.items() for p in paths}
-    entries: Dict[str, List[Tuple[str, Path, str]]] = defaultdict(list)
+    entries: Dict[str, List[Entry]] = defaultdict(list)
     missing: Dict[str, int] = defaultdict(int)
     listed = set()
     for split, split_rows in rows.items():
-        for audio_path, label in split_rows:
+        for row, fields in enumerate(split_rows):
+            if fields is None:
+                continue
+            audio_path, label = fields
             key = (Path(audio_path).parent.name or label, Path(audio_path).stem)
             listed.add(key)
             if key in local:
-                entries[split].append((f"{key[0]}-{key[1]}", local[key], key[0]))
+                entries[split].append(Entry(f"{key[0]}-{key[1]}", local[key], key[0], row))
             else:
                 missing[split] += 1
     _log_missing("music", missing)
     unlisted = len(set(local) - listed)
     if unlisted:
         logging.warning("music: %d local videos are in none of the split CSVs and are not used", unlisted)
-    return assign_uids({k: v for k, v in entries.items() if v})
+    return assign_uids({k: v for k, v in entries.items() if v}, {k: len(v) for k, v in rows.items() if k in entries})
 
 
 def _read_split_csvs(
     splits_dir: Path, names: Dict[str, str], where: str
-) -> Dict[str, List[Tuple[str, str]]]:
-    """``{split: [(audio path, label)]}`` from CLIPSep's ``audio_path,frames_dir,num_frames,label`` CSVs."""
+) -> Dict[str, List[Optional[Tuple[str, str]]]]:
+    """``{split: [(audio path, label) or None]}``, one entry per row of CLIPSep's
+    ``audio_path,frames_dir,num_frames,label`` CSVs (see :func:`_csv_rows`)."""
     if not splits_dir.is_dir():
         raise FileNotFoundError(
             f"{splits_dir}: split CSV directory not found (get the folder {where}/ of {CLIPSEP_URL})"
@@ -230,15 +267,18 @@ def _read_split_csvs(
     return rows
 
 
-def _csv_rows(path: Path) -> Iterable[Tuple[str, str]]:
+def _csv_rows(path: Path) -> Iterable[Optional[Tuple[str, str]]]:
+    """``(audio path, label)`` of each row as CLIPSep counts rows (every ``csv.reader`` row of two fields or more;
+    ``MixDataset.__init__``), ``None`` for a row that names no clip (a header line, an empty path)."""
     with open(path, newline="", encoding="utf-8") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
-            if not row or not row[0].strip():
-                continue
+            if len(row) < 2:
+                continue  # not a row for CLIPSep either
             if len(row) < 4:
                 raise ValueError(f"{path}:{lineno}: expected audio_path,frames_dir,num_frames,label")
-            if lineno == 1 and not row[2].strip().isdigit():
-                continue  # a header line
+            if not row[0].strip() or (lineno == 1 and not row[2].strip().isdigit()):
+                yield None  # a header line: a row (index) that names no clip
+                continue
             yield row[0].strip(), ",".join(row[3:]).strip()
 
 
@@ -283,7 +323,9 @@ def read_vggsound_labels(path: Path) -> Dict[Tuple[str, Optional[int]], str]:
     return labels
 
 
-def list_vggsound(root: Path, splits_dir: Optional[Path], labels_csv: Optional[Path] = None) -> Splits:
+def list_vggsound(
+    root: Path, splits_dir: Optional[Path], labels_csv: Optional[Path] = None, sets: Optional[Sequence[str]] = None
+) -> Splits:
     """List local VGGSound videos; evaluation splits from CLIPSep's CSVs, every other video is train.
 
     Args:
@@ -291,9 +333,12 @@ def list_vggsound(root: Path, splits_dir: Optional[Path], labels_csv: Optional[P
         splits_dir: CLIPSep's ``clipsep/data/vggsound`` folder (``val.csv``, ``test.csv``, ``test-good.csv``,
             ``test-no-music.csv``, ``test-good-no-music.csv``; those present are used).
         labels_csv: The official ``vggsound.csv`` for train labels (else ``unknown``).
+        sets: Only these evaluation splits (names of ``VGGSOUND_CSV_SPLITS``, their CSVs required) and no
+            train split, e.g. ``["test_good_no_music"]`` for the MUSIC+ interferers.
 
     Returns:
-        ``{split: items}``; uid = sanitised file stem; labels of evaluation items from the CSV rows.
+        ``{split: items}``; uid = sanitised file stem; labels of evaluation items from the CSV rows; the order
+        of each CSV in ``orders`` (a row names a YouTube id: the first local file of that id is its clip).
     """
     root = _check_root(Path(root))
     if splits_dir is None:
@@ -301,7 +346,18 @@ def list_vggsound(root: Path, splits_dir: Optional[Path], labels_csv: Optional[P
             f"vggsound needs --splits_dir: the folder clipsep/data/vggsound/ of {CLIPSEP_URL} "
             f"({', '.join(VGGSOUND_CSV_SPLITS.values())})"
         )
-    rows = _read_split_csvs(Path(splits_dir), VGGSOUND_CSV_SPLITS, "clipsep/data/vggsound")
+    names = VGGSOUND_CSV_SPLITS
+    if sets is not None:
+        unknown = [s for s in sets if s not in VGGSOUND_CSV_SPLITS]
+        if unknown or not sets:
+            raise ValueError(f"unknown VGGSound set {unknown[0] if unknown else ''!r}; "
+                             f"choose from: {' '.join(VGGSOUND_CSV_SPLITS)}")
+        names = {s: VGGSOUND_CSV_SPLITS[s] for s in sets}
+        absent = [n for n in names.values() if not (Path(splits_dir) / n).is_file()]
+        if absent:
+            raise FileNotFoundError(f"{Path(splits_dir) / absent[0]}: split CSV not found (get the folder "
+                                    f"clipsep/data/vggsound/ of {CLIPSEP_URL})")
+    rows = _read_split_csvs(Path(splits_dir), names, "clipsep/data/vggsound")
     local: Dict[str, List[Path]] = defaultdict(list)
     for p in _videos(root, recursive=True):
         local[youtube_id(p.stem)].append(p)
@@ -309,22 +365,26 @@ def list_vggsound(root: Path, splits_dir: Optional[Path], labels_csv: Optional[P
         raise ValueError(f"{root}: no video files found")
     labels = read_vggsound_labels(labels_csv) if labels_csv is not None else {}
 
-    entries: Dict[str, List[Tuple[str, Path, str]]] = defaultdict(list)
+    entries: Dict[str, List[Entry]] = defaultdict(list)
     missing: Dict[str, int] = defaultdict(int)
     listed = set()
     for split, split_rows in rows.items():
-        for audio_path, label in split_rows:
+        for row, fields in enumerate(split_rows):
+            if fields is None:
+                continue
+            audio_path, label = fields
             ytid = youtube_id(Path(audio_path).stem)
             listed.add(ytid)
             if ytid not in local:
                 missing[split] += 1
-            entries[split] += [(p.stem, p, label) for p in local.get(ytid, [])]
+            entries[split] += [Entry(p.stem, p, label, row) for p in local.get(ytid, [])]
     _log_missing("vggsound", missing)
-    for ytid in sorted(set(local) - listed):
-        for p in local[ytid]:
-            label = labels.get((ytid, _start_seconds(p.stem))) or labels.get((ytid, None), "unknown")
-            entries["train"].append((p.stem, p, label))
-    return assign_uids({k: v for k, v in entries.items() if v})
+    if sets is None:
+        for ytid in sorted(set(local) - listed):
+            for p in local[ytid]:
+                label = labels.get((ytid, _start_seconds(p.stem))) or labels.get((ytid, None), "unknown")
+                entries["train"].append(Entry(p.stem, p, label))
+    return assign_uids({k: v for k, v in entries.items() if v}, {k: len(v) for k, v in rows.items() if k in entries})
 
 
 def label_words(label: str) -> str:

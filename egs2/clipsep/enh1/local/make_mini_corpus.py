@@ -32,6 +32,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_train", type=int, default=defaults.num_train, help="training clips per class")
     parser.add_argument("--num_valid", type=int, default=defaults.num_valid, help="validation clips per class")
     parser.add_argument("--num_test", type=int, default=defaults.num_test, help="test clips per class (clean)")
+    parser.add_argument("--num_noisy", type=int, default=defaults.num_noisy,
+                        help="clips of the noisy interferer pool (videos/noisy: off-screen speech and effects)")
     parser.add_argument("--num_pretrain_images", type=int, default=defaults.num_pretrain_images,
                         help="augmented emoji images per class for the CLIP stand-in pretraining")
     parser.add_argument("--duration", type=float, default=defaults.duration, help="clip length in seconds")
@@ -58,6 +60,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
         num_train=args.num_train,
         num_valid=args.num_valid,
         num_test=args.num_test,
+        num_noisy=args.num_noisy,
         num_pretrain_images=args.num_pretrain_images,
         duration=args.duration,
         fps=args.fps,

@@ -4,16 +4,22 @@ Every clip is a real mp4 file (H.264 frames at ``fps`` plus 16 kHz mono audio) s
 class and sounding like that class: a General MIDI instrument rendered with fluidsynth, or a short recording
 from Debian's ``sound-icons`` package scattered over the clip. Some training and validation clips also carry
 an "off-screen" source that has no picture (espeak-ng speech or coloured noise); test clips are clean, like
-VGGSound-Clean. A separate set of augmented emoji images paired with their class words stands in for CLIP's
-web-scale image-caption pretraining data. Everything follows from the seed.
+VGGSound-Clean. A separate noisy pool (``videos/noisy``) holds clips of off-screen sounds only, none of them a
+class: spoken sentences or scattered sound effects that no class uses, over a coloured-noise floor, under a
+picture of an unrelated emoji. It plays the part of VGGSound's test-good-no-music list in MUSIC+: the "+" test
+set mixes the clean test clips with interferers drawn from it. A separate set of augmented emoji images paired
+with their class words stands in for CLIP's web-scale image-caption pretraining data. Everything follows from
+the seed; each split has random streams of its own, so the noisy pool leaves the other splits unchanged.
 
 Layout of the output directory::
 
     videos/{train,valid,test}/<class>/<class>_<split>_<NNN>.mp4
+    videos/noisy/{speech,effects}/noisy_<NNN>.mp4
     clip_pretrain/images/<class>_<NNN>.jpg
     clip_pretrain/pairs.tsv    <absolute image path> TAB <label words>
     classes.tsv                <class> TAB <emoji> TAB <sound source>
     offscreen.tsv              <clip id> TAB <off-screen source> TAB <gain in dB relative to the on-screen source>
+    noisy.tsv                  <clip id> TAB <sources> TAB <noise floor> TAB <its level in dB relative to them>
     .done                      the options as JSON, written last
 
 A clip has ``ceil(duration * fps)`` frames (frame ``i`` shows second ``i / fps``), so its video stream may
@@ -25,6 +31,7 @@ a temporary name next to it and renamed when complete.
 import concurrent.futures as cf
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
@@ -49,7 +56,10 @@ SPLITS = ("train", "valid", "test")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 SOUND_ICONS = Path("/usr/share/sounds/sound-icons")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the noisy pool
+# Recordings of the sound-icons package that no class uses: the noisy pool's sound effects (squeaks and beeps).
+NOISY_EFFECTS = ("pisk-up.wav", "pisk-down.wav", "pipe.wav", "prompt.wav")
+NOISY_KINDS = ("speech", "effects")
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +137,7 @@ class MiniCorpusConfig:
         num_train: Training clips per class.
         num_valid: Validation clips per class.
         num_test: Test clips per class.
+        num_noisy: Clips of the noisy interferer pool (``videos/noisy``; alternately speech and effects).
         num_pretrain_images: Augmented emoji images per class for the CLIP stand-in pretraining.
         duration: Clip length in seconds.
         fps: Video frames per second.
@@ -141,6 +152,7 @@ class MiniCorpusConfig:
     num_train: int = 24
     num_valid: int = 4
     num_test: int = 6
+    num_noisy: int = 24
     num_pretrain_images: int = 40
     duration: float = 4.5
     fps: float = 1.0
@@ -157,7 +169,7 @@ class MiniCorpusConfig:
             raise MiniCorpusError(f"unknown class {unknown[0]!r}; choose from: {' '.join(CLASSES_BY_NAME)}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise MiniCorpusError("--classes must list at least one class, each once")
-        counts = (self.num_train, self.num_valid, self.num_test, self.num_pretrain_images)
+        counts = (self.num_train, self.num_valid, self.num_test, self.num_noisy, self.num_pretrain_images)
         if min(counts) < 0 or self.num_train + self.num_valid + self.num_test < 1:
             raise MiniCorpusError("clip and image counts must be >= 0, with at least one clip per class")
         if not 0.5 <= self.duration <= 60:
@@ -183,7 +195,7 @@ class MiniCorpusConfig:
     @property
     def needs_speech(self) -> bool:
         """Whether some clip may get off-screen speech (espeak-ng)."""
-        return self.offscreen_prob > 0 and self.num_train + self.num_valid > 0
+        return (self.offscreen_prob > 0 and self.num_train + self.num_valid > 0) or self.num_noisy > 0
 
     def to_json(self) -> Dict[str, Any]:
         """The options as a JSON-serialisable dict, with the format version."""
@@ -203,12 +215,13 @@ def _run(cmd: Sequence[str], what: str, stdin: Optional[bytes] = None) -> None:
         raise MiniCorpusError(f"{what} failed (exit status {proc.returncode}): {lines[-1]}")
 
 
-def check_requirements(classes: Sequence[SoundClass], need_speech: bool) -> None:
+def check_requirements(classes: Sequence[SoundClass], need_speech: bool, need_effects: bool = False) -> None:
     """Raise one ``MiniCorpusError`` line naming every missing tool or file and its Debian package.
 
     Args:
         classes: The classes to render.
         need_speech: Whether espeak-ng is needed (some clips may get off-screen speech).
+        need_effects: Whether the noisy pool's recordings (``NOISY_EFFECTS``) are needed.
     """
     missing: List[Tuple[str, str]] = []
     if shutil.which("ffmpeg") is None:
@@ -220,6 +233,8 @@ def check_requirements(classes: Sequence[SoundClass], need_speech: bool) -> None
             missing.append((str(SOUNDFONT), "fluid-soundfont-gm"))
     missing += [(str(SOUND_ICONS / c.recording), "sound-icons")
                 for c in classes if c.kind == "effect" and not (SOUND_ICONS / c.recording).is_file()]
+    missing += [(str(SOUND_ICONS / name), "sound-icons")
+                for name in (NOISY_EFFECTS if need_effects else ()) if not (SOUND_ICONS / name).is_file()]
     if not EMOJI_FONT.is_file():
         missing.append((str(EMOJI_FONT), "fonts-noto-color-emoji"))
     if need_speech and shutil.which("espeak-ng") is None:
@@ -505,7 +520,12 @@ def _slice_clips(audio: np.ndarray, n_clips: int, clip_len: int, name: str) -> L
 
 
 def _load_recording(cls: SoundClass) -> np.ndarray:
-    audio, rate = sf.read(SOUND_ICONS / cls.recording, dtype="float32", always_2d=True)
+    return _load_sound_icon(cls.recording)
+
+
+def _load_sound_icon(name: str) -> np.ndarray:
+    """A recording of the sound-icons package at 16 kHz, peak 1."""
+    audio, rate = sf.read(SOUND_ICONS / name, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
         g = math.gcd(rate, SAMPLE_RATE)
@@ -574,13 +594,23 @@ def _offscreen_source(
 ) -> Tuple[str, np.ndarray]:
     """An off-screen source: a stretch of the speech pool (with pauses) or coloured noise."""
     if speech and rng.random() < 0.6:
-        offset = int(rng.integers(0, SAMPLE_RATE))
-        pieces, total = [], 0
-        while total < offset + length:
-            pieces += [speech[int(rng.integers(len(speech)))],
-                       np.zeros(int(rng.uniform(0.2, 0.6) * SAMPLE_RATE), np.float32)]
-            total += len(pieces[-2]) + len(pieces[-1])
-        return "speech", np.concatenate(pieces)[offset : offset + length]
+        return "speech", _speech_stretch(rng, length, speech)
+    return _noise(rng, length)
+
+
+def _speech_stretch(rng: np.random.Generator, length: int, speech: Sequence[np.ndarray]) -> np.ndarray:
+    """``length`` samples of random sentences of the speech pool with pauses between them."""
+    offset = int(rng.integers(0, SAMPLE_RATE))
+    pieces, total = [], 0
+    while total < offset + length:
+        pieces += [speech[int(rng.integers(len(speech)))],
+                   np.zeros(int(rng.uniform(0.2, 0.6) * SAMPLE_RATE), np.float32)]
+        total += len(pieces[-2]) + len(pieces[-1])
+    return np.concatenate(pieces)[offset : offset + length]
+
+
+def _noise(rng: np.random.Generator, length: int) -> Tuple[str, np.ndarray]:
+    """White, pink or brown noise and its name."""
     colour = int(rng.integers(3))
     return ("white_noise", "pink_noise", "brown_noise")[colour], _coloured_noise(rng, length, float(colour))
 
@@ -682,6 +712,40 @@ def _clip_jobs(classes: Sequence[SoundClass], config: MiniCorpusConfig, sources:
                                root / "videos" / split / cls.name / f"{clip_id}.mp4", config)
 
 
+def _noisy_jobs(
+    config: MiniCorpusConfig, speech: Sequence[np.ndarray], root: Path, rows: List[str]
+) -> Iterator[_ClipJob]:
+    """The noisy pool's clips (off-screen sounds only, under an unrelated emoji); appends rows of ``noisy.tsv``.
+
+    Clip ``k`` is speech (``k`` even: sentences of the speech pool) or effects (``k`` odd: one or two recordings
+    of ``NOISY_EFFECTS`` scattered over the clip), over a coloured-noise floor 20 to 10 dB below; the level is
+    drawn as for the class clips. Its random streams (keys ``noisy``, ``frames``) belong to the pool only.
+    """
+    clip_len = round(config.duration * SAMPLE_RATE)
+    effects = {name: _load_sound_icon(name) for name in NOISY_EFFECTS} if config.num_noisy else {}
+    for kind in NOISY_KINDS:
+        (root / "videos" / "noisy" / kind).mkdir(parents=True, exist_ok=True)
+    for k in range(config.num_noisy):
+        clip_id = f"noisy_{k:03d}"
+        kind = NOISY_KINDS[k % len(NOISY_KINDS)]
+        rng = _rng(config.seed, "noisy", clip_id)
+        if kind == "speech":
+            names = ["speech"]
+            audio = _speech_stretch(rng, clip_len, speech)
+        else:
+            picks = rng.choice(len(NOISY_EFFECTS), size=int(rng.integers(1, 3)), replace=False)
+            names = [NOISY_EFFECTS[int(i)] for i in picks]
+            audio = sum(_scatter_effect(effects[name], clip_len, rng) for name in names)
+        floor_name, floor = _noise(rng, clip_len)
+        floor_db = float(rng.uniform(-20, -10))
+        audio = audio + floor * (_rms(audio) / max(_rms(floor), 1e-9) * 10 ** (floor_db / 20))
+        audio = audio * (float(rng.uniform(0.3, 0.9)) / max(float(np.abs(audio).max()), 1e-6))
+        emoji = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
+        rows.append(f"{clip_id}\t{'+'.join(names)}\t{floor_name}\t{floor_db:.1f}\n")
+        yield _ClipJob(clip_id, emoji, audio.astype(np.float32),
+                       root / "videos" / "noisy" / kind / f"{clip_id}.mp4", config)
+
+
 def _load_source(cls: SoundClass, config: MiniCorpusConfig, workdir: Path) -> Any:
     if cls.kind == "effect":
         return _load_recording(cls)
@@ -703,12 +767,14 @@ def _build(root: Path, final_dir: Path, config: MiniCorpusConfig, nj: int) -> Di
         speech = speech_future.result() if speech_future else []
 
     offscreen: List[str] = []
+    noisy: List[str] = []
     image_dir = root / "clip_pretrain" / "images"
     image_dir.mkdir(parents=True)
     pool = cf.ProcessPoolExecutor(nj) if nj > 1 else _InlineExecutor()
     try:
-        jobs = _clip_jobs(classes, config, sources, speech, root, offscreen)
-        n_clips = len(classes) * (config.num_train + config.num_valid + config.num_test)
+        jobs = itertools.chain(_clip_jobs(classes, config, sources, speech, root, offscreen),
+                               _noisy_jobs(config, speech, root, noisy))
+        n_clips = len(classes) * (config.num_train + config.num_valid + config.num_test) + config.num_noisy
         with tqdm(total=n_clips, desc="clips", unit="clip", disable=None) as bar:
             for _ in _bounded_map(pool, _write_clip, jobs, limit=4 * nj):
                 bar.update()
@@ -725,13 +791,22 @@ def _build(root: Path, final_dir: Path, config: MiniCorpusConfig, nj: int) -> Di
     (root / "classes.tsv").write_text("".join(f"{c.name}\t{c.emoji}\t{c.source}\n" for c in classes),
                                       encoding="utf-8")
     (root / "offscreen.tsv").write_text("".join(offscreen), encoding="utf-8")
+    (root / "noisy.tsv").write_text("".join(noisy), encoding="utf-8")
     per_class = (config.num_train, config.num_valid, config.num_test)
     return {**{split: len(classes) * n for split, n in zip(SPLITS, per_class)},
-            "offscreen": len(offscreen), "pretrain_images": len(pairs)}
+            "offscreen": len(offscreen), "noisy": len(noisy), "pretrain_images": len(pairs)}
 
 
 def _tree_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _older_format_of(previous: Any, options: Dict[str, Any]) -> bool:
+    """Whether ``previous`` (an earlier ``.done``) has an older format version and, for every option it records,
+    the value of ``options`` (options added since then are new, with their defaults)."""
+    if not isinstance(previous, dict) or not previous.get("format_version", 0) < options["format_version"]:
+        return False
+    return all(key == "format_version" or options.get(key) == value for key, value in previous.items())
 
 
 def make_mini_corpus(
@@ -767,13 +842,16 @@ def make_mini_corpus(
         if previous == options:
             logger.info("%s already holds this mini corpus (%s); nothing to do", output_dir, done)
             return False
-        raise MiniCorpusError(f"{output_dir} holds a mini corpus made with different options; "
-                              "use a new --output_dir or --overwrite")
+        if not _older_format_of(previous, options):
+            raise MiniCorpusError(f"{output_dir} holds a mini corpus made with different options; "
+                                  "use a new --output_dir or --overwrite")
+        logger.info("%s holds this mini corpus in an older format (%s); making it again", output_dir, done)
+        overwrite = True
     if not overwrite and output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise MiniCorpusError(f"{output_dir} exists and is not a finished mini corpus; "
                               "use a new --output_dir or --overwrite")
     classes = [CLASSES_BY_NAME[name] for name in config.classes]
-    check_requirements(classes, need_speech=config.needs_speech)
+    check_requirements(classes, need_speech=config.needs_speech, need_effects=config.num_noisy > 0)
 
     start = time.perf_counter()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -797,9 +875,9 @@ def make_mini_corpus(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info(
-        "wrote %s: %d classes; clips train %d / valid %d / test %d (%d with off-screen sources); "
+        "wrote %s: %d classes; clips train %d / valid %d / test %d (%d with off-screen sources) / noisy pool %d; "
         "%d pretraining images; %.1f MB in %.1f s",
         output_dir, len(classes), stats["train"], stats["valid"], stats["test"], stats["offscreen"],
-        stats["pretrain_images"], _tree_size(output_dir) / 1e6, time.perf_counter() - start,
+        stats["noisy"], stats["pretrain_images"], _tree_size(output_dir) / 1e6, time.perf_counter() - start,
     )
     return True

@@ -7,10 +7,16 @@ of every rejected video: corrupt, no-audio, no-frames, silent, too-short). Media
 splits (VGGSound's test subsets) are extracted once. Every item is published atomically and reused when
 present, so an interrupted run resumes and a repeated run rewrites nothing.
 
+A split listed from one of CLIPSep's CSV files also gets ``csv_order`` (one line per CSV row, in order: its uid,
+or ``-`` where no local video matched): CLIPSep pairs evaluation item ``i`` by its row (``local/mixtures.py``).
+``--vggsound_root`` adds VGGSound evaluation lists to another corpus, as ``OUTPUT_DIR/vggsound_<set>``: the MUSIC+
+interferers (``test_good_no_music``) while preparing MUSIC.
+
 Examples:
     python local/prepare_videos.py --corpus folder --root downloads/mini --output_dir data
     python local/prepare_videos.py --corpus music --root /corpora/MUSIC --output_dir data \\
-        --nj 8
+        --nj 8 --splits_dir CLIPSep/clipsep/data/MUSIC/solo \\
+        --vggsound_root /corpora/vggsound/video --vggsound_splits_dir CLIPSep/clipsep/data/vggsound
     python local/prepare_videos.py --corpus vggsound --root /corpora/vggsound/video \\
         --output_dir data --splits_dir CLIPSep/clipsep/data/vggsound --labels_csv vggsound.csv
 """
@@ -27,6 +33,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from corpora import (
+    ORDER_FILE,
+    ORDER_MISSING,
+    VGGSOUND_CSV_SPLITS,
+    Splits,
     VideoItem,
     label_words,
     list_folder,
@@ -70,6 +80,14 @@ def get_parser() -> argparse.ArgumentParser:
                         "(required for vggsound) or clipsep/data/MUSIC/solo (music, replaces the seeded split)")
     parser.add_argument("--labels_csv", type=Path, default=None,
                         help="vggsound: official vggsound.csv for train labels; None = 'unknown'")
+    parser.add_argument("--vggsound_root", type=Path, default=None,
+                        help="music / folder: also prepare VGGSound evaluation lists from this VGGSound video "
+                        "folder, as OUTPUT_DIR/vggsound_<set> (MUSIC+ interferers); None = not")
+    parser.add_argument("--vggsound_splits_dir", type=Path, default=None,
+                        help="CLIPSep's clipsep/data/vggsound folder for --vggsound_root")
+    parser.add_argument("--vggsound_sets", nargs="+", default=["test_good_no_music"],
+                        choices=tuple(VGGSOUND_CSV_SPLITS), metavar="SET",
+                        help=f"the lists --vggsound_root prepares, from: {' '.join(VGGSOUND_CSV_SPLITS)}")
     parser.add_argument("--min_duration", type=float, default=1.0, help="shorter videos are skipped (s)")
     parser.add_argument("--max_duration", type=float, default=None,
                         help="cut longer videos to this (s); None = keep all")
@@ -139,8 +157,9 @@ def _table(rows: Iterable[Tuple[str, object]]) -> str:
     return "".join(f"{key} {value}\n" for key, value in sorted(rows))
 
 
-def write_data_dir(data_dir: Path, outcomes: List[Outcome]) -> None:
-    """Write the Kaldi-style files of one split (sorted by uid) and its ``skipped.tsv``."""
+def write_data_dir(data_dir: Path, outcomes: List[Outcome], order: Optional[List[Optional[str]]] = None) -> None:
+    """Write the Kaldi-style files of one split (sorted by uid), its ``skipped.tsv`` and, with ``order`` (the uid
+    of each row of the split's CSV), ``csv_order`` (removed without)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ok = [o for o in outcomes if o.result is not None]
     files = {
@@ -156,6 +175,10 @@ def write_data_dir(data_dir: Path, outcomes: List[Outcome]) -> None:
         write_text_atomic(data_dir / name, _table(rows))
     skipped = sorted((str(o.item.path), o.error.reason) for o in outcomes if o.error is not None)
     write_text_atomic(data_dir / "skipped.tsv", "".join(f"{p}\t{r}\n" for p, r in skipped))
+    if order is not None:
+        write_text_atomic(data_dir / ORDER_FILE, "".join(f"{uid or ORDER_MISSING}\n" for uid in order))
+    elif (data_dir / ORDER_FILE).exists():
+        (data_dir / ORDER_FILE).unlink()  # left by an earlier listing from CSV files
 
 
 def summary_line(split: str, outcomes: List[Outcome]) -> str:
@@ -190,13 +213,30 @@ def run_extraction(
     return outcomes
 
 
-def list_splits(args: argparse.Namespace) -> Dict[str, List[VideoItem]]:
-    """The corpus's ``{split: items}`` for the chosen ``--corpus``."""
+def list_splits(args: argparse.Namespace) -> Splits:
+    """The corpus's ``{split: items}`` for the chosen ``--corpus``, plus the ``--vggsound_root`` lists."""
     if args.corpus == "folder":
-        return list_folder(args.root)
-    if args.corpus == "music":
-        return list_music(args.root, args.seed, args.test_ratio, args.valid_ratio, args.splits_dir)
-    return list_vggsound(args.root, args.splits_dir, args.labels_csv)
+        splits = list_folder(args.root)
+    elif args.corpus == "music":
+        splits = list_music(args.root, args.seed, args.test_ratio, args.valid_ratio, args.splits_dir)
+    else:
+        return list_vggsound(args.root, args.splits_dir, args.labels_csv)
+    if args.vggsound_root is not None:
+        extra = list_vggsound(args.vggsound_root, args.vggsound_splits_dir, sets=args.vggsound_sets)
+        add_splits(splits, extra, "vggsound_")
+    return splits
+
+
+def add_splits(splits: Splits, extra: Splits, prefix: str) -> None:
+    """Add the splits of another listing as ``<prefix><split>``; a uid naming different files fails."""
+    paths = {item.uid: item.path for items in splits.values() for item in items}
+    for split, items in extra.items():
+        for item in items:
+            if paths.setdefault(item.uid, item.path) != item.path:
+                raise ValueError(f"{item.path}: its id {item.uid} is already the id of {paths[item.uid]}")
+        splits[prefix + split] = items
+        if split in extra.orders:
+            splits.orders[prefix + split] = extra.orders[split]
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -209,6 +249,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--nj, --fs, --fps and --size must be positive")
     if args.max_duration is not None and args.max_duration < args.min_duration:
         raise ValueError("--max_duration must be >= --min_duration")
+    if args.vggsound_root is not None:
+        if args.corpus == "vggsound":
+            raise ValueError("--vggsound_root: the vggsound corpus lists its evaluation sets itself")
+        if args.vggsound_splits_dir is None:
+            raise ValueError("--vggsound_root needs --vggsound_splits_dir (CLIPSep's clipsep/data/vggsound folder)")
+        if not args.vggsound_root.is_dir():
+            raise FileNotFoundError(f"--vggsound_root {args.vggsound_root}: directory not found")
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} not found on PATH (apt-get install ffmpeg)")
@@ -245,7 +292,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
             for o in outcomes:
                 if o.error is not None:
                     logging.debug("%s: skipped %s", split, o.error)
-            write_data_dir(output_dir / split, outcomes)
+            write_data_dir(output_dir / split, outcomes, splits.orders.get(split))
             reused = sum(o.result is not None and o.result.reused for o in outcomes)
             logging.info("%s (%d reused; skipped files in %s)", summary_line(split, outcomes), reused,
                          output_dir / split / "skipped.tsv")

@@ -26,7 +26,8 @@ COUNTS = {"train": 2, "valid": 1, "test": 1}
 DURATION = 2
 SAMPLES = DURATION * 16000
 AAC_FRAME = 1024
-TINY = ["--classes", *CLASSES, "--num_train", "2", "--num_valid", "1", "--num_test", "1",
+NOISY = 2
+TINY = ["--classes", *CLASSES, "--num_train", "2", "--num_valid", "1", "--num_test", "1", "--num_noisy", str(NOISY),
         "--duration", str(DURATION), "--num_pretrain_images", "5", "--offscreen_prob", "1"]
 
 
@@ -34,8 +35,8 @@ def _make(out, *extra) -> int:
     return cli.main(["--output_dir", str(out), *TINY, *extra])
 
 
-def _clips(root):
-    return sorted((root / "videos").glob("*/*/*.mp4"))
+def _clips(root, splits=("train", "valid", "test", "noisy")):
+    return sorted(p for split in splits for p in (root / "videos" / split).glob("*/*.mp4"))
 
 
 def _streams(path):
@@ -83,13 +84,21 @@ def test_layout(corpus):
     offscreen = [line.split("\t") for line in (corpus / "offscreen.tsv").read_text().splitlines()]
     assert sorted(r[0] for r in offscreen) == sorted(ids["train"] + ids["valid"])  # --offscreen_prob 1
     assert all(-15 <= float(r[2]) <= -5 and r[1] for r in offscreen)
+
+    # The noisy pool: alternately speech and effects (no class), over a noise floor 20 to 10 dB down.
+    assert [p.relative_to(corpus / "videos" / "noisy").as_posix() for p in _clips(corpus, ["noisy"])] == [
+        "effects/noisy_001.mp4", "speech/noisy_000.mp4"]
+    noisy = [line.split("\t") for line in (corpus / "noisy.tsv").read_text().splitlines()]
+    assert [(r[0], r[1] == "speech") for r in noisy] == [("noisy_000", True), ("noisy_001", False)]
+    assert set(noisy[1][1].split("+")) <= set(mini_corpus.NOISY_EFFECTS)
+    assert all(r[2] in ("white_noise", "pink_noise", "brown_noise") and -20 <= float(r[3]) <= -10 for r in noisy)
     assert json.loads((corpus / ".done").read_text())["classes"] == list(CLASSES)
     assert [p.name for p in corpus.parent.iterdir()] == ["corpus"]  # no temporary directory left
 
 
 def test_clips_decode_to_audio_and_frames(corpus):
     clips = _clips(corpus)
-    assert len(clips) == len(CLASSES) * sum(COUNTS.values())
+    assert len(clips) == len(CLASSES) * sum(COUNTS.values()) + NOISY
     for path in clips:
         streams = _streams(path)
         assert (streams["audio"]["sample_rate"], streams["audio"]["channels"]) == ("16000", 1)
@@ -114,11 +123,32 @@ def test_seed_determines_content(corpus, tmp_path):
     assert [p.relative_to(other) for p in _clips(other)] == [p.relative_to(corpus) for p in _clips(corpus)]
     for a, b in zip(_clips(corpus), _clips(other)):
         assert a.read_bytes() == b.read_bytes(), a.name  # hence identical decoded audio and frames
-    for name in ("classes.tsv", "offscreen.tsv", ".done"):
+    for name in ("classes.tsv", "offscreen.tsv", "noisy.tsv", ".done"):
         assert (corpus / name).read_bytes() == (other / name).read_bytes()
     for a, b in zip(sorted((corpus / "clip_pretrain/images").iterdir()),
                     sorted((other / "clip_pretrain/images").iterdir())):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_noisy_pool_leaves_the_other_splits_unchanged(corpus, tmp_path):
+    """The pool has random streams of its own: the clips of train/valid/test are the same bytes without it."""
+    other = tmp_path / "no_pool"
+    assert cli.main(["--output_dir", str(other), *TINY, "--num_noisy", "0"]) == 0
+    assert not _clips(other, ["noisy"]) and (other / "noisy.tsv").read_text() == ""
+    clean = ("train", "valid", "test")
+    ours, theirs = _clips(corpus, clean), _clips(other, clean)
+    assert [p.relative_to(other) for p in theirs] == [p.relative_to(corpus) for p in ours]
+    for a, b in zip(ours, theirs):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert (corpus / "offscreen.tsv").read_bytes() == (other / "offscreen.tsv").read_bytes()
+
+
+def test_older_format_is_made_again():
+    options = mini_corpus.MiniCorpusConfig().to_json()
+    old = {k: v for k, v in options.items() if k != "num_noisy"}
+    assert mini_corpus._older_format_of({**old, "format_version": 1}, options)
+    assert not mini_corpus._older_format_of({**old, "format_version": 1, "seed": 7}, options)  # other options
+    assert not mini_corpus._older_format_of(options, options) and not mini_corpus._older_format_of(None, options)
 
 
 def test_rerun_is_a_noop_and_other_options_fail(corpus, capsys):
@@ -165,6 +195,7 @@ def test_missing_recording_names_file_and_package(tmp_path, monkeypatch, capsys)
     "args, message",
     [(["--classes", "kazoo"], "unknown class 'kazoo'"), (["--duration", "0"], "--duration"),
      (["--image_size", "225"], "--image_size"), (["--offscreen_prob", "2"], "--offscreen_prob"),
+     (["--num_noisy", "-1"], "counts must be >= 0"),
      (["--offscreen_db", "5", "-5"], "--offscreen_db")],
 )
 def test_invalid_options(tmp_path, capsys, args, message):

@@ -28,10 +28,12 @@ def touch(path):
 
 def test_folder_corpus(tmp_path):
     for rel in ["train/acoustic_guitar/a.mp4", "train/cello/b c.mp4", "train/cello/notes.txt",
-                "test/cello/b c.mp4", "extra/cello/x.mp4"]:
+                "test/cello/b c.mp4", "extra/cello/x.mp4", "noisy/speech/noisy_000.mp4"]:
         touch(tmp_path / rel)
     splits = list_folder(tmp_path)
-    assert sorted(splits) == ["test", "train"]  # no valid/ dir; extra/ is not a split
+    assert sorted(splits) == ["noisy", "test", "train"]  # no valid/ dir; extra/ is not a split
+    assert [(i.uid, i.label) for i in splits["noisy"]] == [("speech-noisy_000", "speech")]  # the mini's pool
+    assert splits.orders == {}  # no CSV: the mixtures use the sorted ids
     assert [(i.uid, i.label) for i in splits["train"]] == [("acoustic_guitar-a", "acoustic_guitar"),
                                                           ("cello-b_c", "cello")]
     # Another file with the same class and stem in another split gets its own uid.
@@ -76,6 +78,8 @@ def test_music_split_from_clipsep_csvs(tmp_path, caplog):
         splits = list_music(tmp_path / "root", splits_dir=csvs)
     assert {s: [i.uid for i in v] for s, v in splits.items()} == {
         "train": ["tuba-AAAAAAAAAAA", "tuba-BBBBBBBBBBB"], "valid": ["tuba-CCCCCCCCCCC"]}
+    # Each CSV's row order (no local video for test.csv's only row: no test split, no order).
+    assert splits.orders == {"train": ["tuba-AAAAAAAAAAA", "tuba-BBBBBBBBBBB"], "valid": ["tuba-CCCCCCCCCCC"]}
     assert "1 videos listed in the split CSVs are missing locally (test 1)" in caplog.text
     assert "1 local videos are in none of the split CSVs" in caplog.text
 
@@ -114,6 +118,35 @@ def test_vggsound_splits_labels_and_missing(tmp_path, caplog):
     assert splits["test_good"][0].path == splits["test"][1].path
     assert "3 videos listed in the split CSVs are missing locally (test 2, valid 1)" in caplog.text
     assert list_vggsound(root, splits_dir)["train"][0].label == "unknown"
+    # CLIPSep pairs evaluation item i by CSV row i: the orders keep the rows, missing ones as None.
+    assert splits.orders == {
+        "valid": ["Vp-ord5b7xY_000030", None],
+        "test": ["e2rM750cFGc_000030", "kLyY8uCoYUQ_000030", "a4_rDwpDTlM_000030", None, None],
+        "test_good": ["e2rM750cFGc_000030"],
+    }
+
+
+def test_vggsound_sets_only_and_csv_rows_as_clipsep_counts_them(tmp_path):
+    root = tmp_path / "video"
+    for name in ["kLyY8uCoYUQ_000030", "kLyY8uCoYUQ_000050", "RxIBKNy1nT0_000010", "trainAAAAAA_000030"]:
+        touch(root / f"{name}.mp4")
+    splits_dir = tmp_path / "splits"
+    splits_dir.mkdir()
+    # A header line and a row with an empty path are rows for CLIPSep (indices 0 and 2); a one-field line is not.
+    (splits_dir / "test-good-no-music.csv").write_text(
+        "audio_path,frames_dir,num_frames,label\n" + _vggsound_csv_line("RxIBKNy1nT0", "golf driving")
+        + ",x,12,nothing\nstray\n" + _vggsound_csv_line("kLyY8uCoYUQ", "vehicle horn car horn honking"))
+    (splits_dir / "val.csv").write_text(_vggsound_csv_line("trainAAAAAA", "other"))
+    splits = list_vggsound(root, splits_dir, sets=["test_good_no_music"])
+    assert list(splits) == ["test_good_no_music"]  # no train split, val.csv not read
+    assert [i.uid for i in splits["test_good_no_music"]] == [
+        "RxIBKNy1nT0_000010", "kLyY8uCoYUQ_000030", "kLyY8uCoYUQ_000050"]
+    # Two local files of one YouTube id: the row's clip is the first.
+    assert splits.orders == {"test_good_no_music": [None, "RxIBKNy1nT0_000010", None, "kLyY8uCoYUQ_000030"]}
+    with pytest.raises(ValueError, match="unknown VGGSound set 'test_bad'"):
+        list_vggsound(root, splits_dir, sets=["test_bad"])
+    with pytest.raises(FileNotFoundError, match="test-good.csv: split CSV not found"):
+        list_vggsound(root, splits_dir, sets=["test_good"])
 
 
 def test_vggsound_needs_splits_dir(tmp_path):
@@ -131,7 +164,7 @@ def test_help_lists_every_option_with_defaults():
     help_text = prepare_videos.get_parser().format_help()
     for option in ["--corpus", "--root", "--output_dir", "--media_dir", "--nj", "--fs", "--fps", "--size",
                    "--seed", "--test_ratio", "--valid_ratio", "--splits_dir", "--labels_csv", "--min_duration",
-                   "--max_duration", "--log_level"]:
+                   "--max_duration", "--log_level", "--vggsound_root", "--vggsound_splits_dir", "--vggsound_sets"]:
         assert option in help_text
     text = " ".join(help_text.split())
     assert "(default: 16000)" in text and "(default: 224)" in text and "(default: 1234)" in text
@@ -199,3 +232,41 @@ def test_end_to_end_skips_counts_and_reruns_as_no_op(make_video, tmp_path, caplo
 
     # Media made with other settings are not mixed in.
     assert prepare_videos.main(cmd + ["--fs", "8000"]) == 2
+
+
+def test_music_with_the_music_plus_interferers(make_video, tmp_path, capsys):
+    music, vggsound = tmp_path / "MUSIC", tmp_path / "vggsound"
+    for stem in ["AAAAAAAAAAA", "BBBBBBBBBBB"]:
+        make_video(music / "tuba" / f"{stem}.mp4", 1.5)
+    for name in ["kLyY8uCoYUQ_000030", "RxIBKNy1nT0_000010"]:
+        make_video(vggsound / name[0] / f"{name}.mp4", 1.5)
+    music_csvs, vgg_csvs = tmp_path / "music_csv", tmp_path / "vgg_csv"
+    music_csvs.mkdir()
+    vgg_csvs.mkdir()
+    line = "data/MUSIC/solo/audio/tuba/{0}.wav,data/MUSIC/solo/preprocessed/tuba/{0},40,tuba\n"
+    (music_csvs / "train.csv").write_text(line.format("AAAAAAAAAAA"))
+    (music_csvs / "test.csv").write_text(line.format("ZZZZZZZZZZZ") + line.format("BBBBBBBBBBB"))
+    (vgg_csvs / "test-good-no-music.csv").write_text(
+        _vggsound_csv_line("RxIBKNy1nT0", "golf driving") + _vggsound_csv_line("missingAAAA", "skiing")
+        + _vggsound_csv_line("kLyY8uCoYUQ", "vehicle horn car horn honking"))
+    out = tmp_path / "data"
+    cmd = ["--corpus", "music", "--root", str(music), "--output_dir", str(out), "--nj", "1",
+           "--vggsound_root", str(vggsound), "--vggsound_splits_dir", str(vgg_csvs)]
+    assert prepare_videos.main(cmd + ["--splits_dir", str(music_csvs)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["media", "test", "train", "vggsound_test_good_no_music"]
+    assert (out / "test" / "csv_order").read_text() == "-\ntuba-BBBBBBBBBBB\n"
+    pool = out / "vggsound_test_good_no_music"
+    assert list(read_table(pool / "wav.scp")) == ["RxIBKNy1nT0_000010", "kLyY8uCoYUQ_000030"]
+    assert (pool / "csv_order").read_text() == "RxIBKNy1nT0_000010\n-\nkLyY8uCoYUQ_000030\n"
+    assert read_table(pool / "utt2label")["RxIBKNy1nT0_000010"] == "golf driving"
+    assert read_table(pool / "wav.scp")["kLyY8uCoYUQ_000030"] == str(out / "media" / "audio" / "kLyY8uCoYUQ_000030.wav")
+
+    # The seeded split has no CSV: the test dir's csv_order of the earlier run goes.
+    assert prepare_videos.main(cmd + ["--test_ratio", "0.5"]) == 0
+    assert list(read_table(out / "test" / "wav.scp")) and not (out / "test" / "csv_order").exists()
+    assert (pool / "csv_order").is_file()
+
+    capsys.readouterr()
+    assert prepare_videos.main(cmd[:-2]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "prepare_videos: error: --vggsound_root needs --vggsound_splits_dir (CLIPSep's clipsep/data/vggsound folder)")
