@@ -1,17 +1,24 @@
 """On-the-fly CLIPSep training mixtures: two clips, random gains, queries travel with their sources.
 
 Training data list one source clip per example (``speech_ref1``: its audio; ``query1``: its CLIP image
-embedding, per frame ``(F, D)`` or one vector ``(D,)``). For each example this preprocessor draws partner
-clips at random from the same lists, picks a random centre frame per clip, crops ``segment`` samples of audio
-around it, averages the ``num_frames`` frame embeddings around it into that source's query, scales each source
-by a gain drawn from ``gain_range`` divided by the number of sources, and sums them into ``speech_mix``.
-Labels are never read. Validation and test data are fixed mixtures and pass through unchanged (a per-frame
-query is reduced to its centre frames, so per-frame scp files work there too).
+embedding, per frame ``(F, D)`` or one vector ``(D,)``, or, for SOP, its frames ``(F, H, W, 3)`` uint8). For
+each example this preprocessor draws partner clips at random from the same lists, picks a random centre frame
+per clip, crops ``segment`` samples of audio around it, averages the ``num_frames`` frame embeddings around it
+into that source's query (frames are stacked instead: ``(num_frames, H, W, 3)``, indices clamped to the clip),
+scales each source by a gain drawn from ``gain_range`` divided by the number of sources, and sums them into
+``speech_mix``. Labels are never read. Validation and test data are fixed mixtures and pass through unchanged
+(a per-frame query is reduced to its centre frames, so per-frame scp files work there too; a frames array to
+its ``num_frames`` middle frames, stacked).
+
+Stacked frames leave as float32 pixel values in [0, 255]: ESPnet's dataset casts float and signed-int arrays
+only and refuses uint8.
 
 Reference:
     H.-W. Dong, N. Takahashi, Y. Mitsufuji, J. McAuley, T. Berg-Kirkpatrick, "CLIPSep: Learning
     Text-queried Sound Separation with Noisy Unlabeled Videos", ICLR 2023 (§4: mixtures of two videos,
-    gains U(0.5, 1.5), 65,535-sample clips, queries from 3 frames around the clip centre).
+    gains U(0.5, 1.5), 65,535-sample clips, queries from 3 frames around the clip centre; Appendix C: a random
+    centre frame in training, three frames at 1-s intervals around it).
+    H. Zhao et al., "The Sound of Pixels", ECCV 2018 (SOP's image network sees the 3 frames themselves).
 """
 
 import random
@@ -26,7 +33,28 @@ from typeguard import typechecked
 
 from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
 
-__all__ = ["CLIPSepMixPreprocessor"]
+__all__ = ["CLIPSepMixPreprocessor", "center_frame_stack", "is_frames"]
+
+
+def is_frames(query: np.ndarray) -> bool:
+    """Whether a stored query is a clip's frames ``(F, H, W, 3)`` uint8 (SOP), not an embedding or label id."""
+    return query.ndim == 4 and query.dtype == np.uint8
+
+
+def center_frame_stack(frames: np.ndarray, center: int, num_frames: int) -> np.ndarray:
+    """``num_frames`` consecutive frames of ``(F, H, W, 3)`` around frame ``center``, stacked, as float32.
+
+    Indices outside ``[0, F)`` are clamped to the first or last frame (so a clip shorter than the window still
+    gives ``num_frames`` frames, and every example of a batch the same shape); for an even count the window
+    reaches one frame further back than forward, as :func:`center_frame_mean`.
+
+    Returns:
+        ``(num_frames, H, W, 3)`` float32 pixel values (the uint8 values, unscaled).
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"frames query of shape {frames.shape}: expected (F, H, W, 3) RGB frames with F >= 1")
+    index = np.clip(np.arange(num_frames) + center - (num_frames - 1) // 2, 0, frames.shape[0] - 1)
+    return frames[index].astype(np.float32)
 
 
 class CLIPSepMixPreprocessor(AbsPreprocessor):
@@ -46,7 +74,7 @@ class CLIPSepMixPreprocessor(AbsPreprocessor):
         gain_range: Each source is scaled by U(low, high) / num_spk.
         fs: Sample rate of the audio (converts frame index to sample).
         fps: Frame rate of the per-frame embeddings (frame i is the picture at second i / fps).
-        num_frames: Frames averaged around the centre frame into a query.
+        num_frames: Frames averaged around the centre frame into a query (stacked, for a frames query).
         speech_name: Name of the mixture.
         ref_prefix: Prefix of the per-source references (``speech_ref1``...).
         query_prefix: Prefix of the per-source queries (``query1``...).
@@ -107,8 +135,9 @@ class CLIPSepMixPreprocessor(AbsPreprocessor):
         self.keys: List[str] = sorted(self.sources)
 
     def _source(self, audio: np.ndarray, query: np.ndarray):
-        """Random centre frame -> (cropped audio (segment,), query (D,))."""
-        if query.ndim == 2 and np.issubdtype(query.dtype, np.floating):
+        """Random centre frame -> (cropped audio (segment,), query (D,) or frames (num_frames, H, W, 3))."""
+        frames = is_frames(query)
+        if frames or (query.ndim == 2 and np.issubdtype(query.dtype, np.floating)):
             last = max(min(query.shape[0], int(len(audio) / self.fs * self.fps + 1)) - 1, 0)
             center = random.randint(0, last)
             center_sample = int(round(center / self.fps * self.fs))
@@ -116,6 +145,8 @@ class CLIPSepMixPreprocessor(AbsPreprocessor):
             center = 0
             center_sample = random.randint(0, max(len(audio) - 1, 0))
         piece = crop_around(audio, center_sample, self.segment)
+        if frames:
+            return piece, center_frame_stack(query, center, self.num_frames)
         q = center_frame_mean(query, center, self.num_frames)
         return piece, q.astype(np.float32) if np.issubdtype(q.dtype, np.floating) else q
 
@@ -133,7 +164,10 @@ class CLIPSepMixPreprocessor(AbsPreprocessor):
                 if key not in data:
                     break
                 q = np.asarray(data[key])
-                if q.ndim == 2 and np.issubdtype(q.dtype, np.floating):
+                if is_frames(q):  # the frames around the clip centre, as the cached image queries
+                    window = middle_window(q.shape[0], self.num_frames)
+                    data[key] = center_frame_stack(q, window.start + (self.num_frames - 1) // 2, self.num_frames)
+                elif q.ndim == 2 and np.issubdtype(q.dtype, np.floating):
                     # The same frames as the clip-centre queries that `embed` caches.
                     data[key] = q[middle_window(q.shape[0], self.num_frames)].mean(axis=0).astype(np.float32)
             return data

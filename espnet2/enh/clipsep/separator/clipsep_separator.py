@@ -10,21 +10,27 @@ One class covers the paper's systems through constructor kwargs:
   signals (``nit{j}``).
 * LabelSep (``query_type: label``): a learned embedding per label id replaces the CLIP embedding.
 * PIT (``query_type: none``): the same U-Net with a 1x1 head to ``num_spk`` masks and no query.
+* SOP, Sound of Pixels (``query_type: frames``): each source's query is its raw frames, turned into q by an
+  image network trained jointly with the U-Net (``SOPImageNet``: dilated ResNet-18, a convolution to k channels,
+  max over frames and space, sigmoid); the mask formula is CLIPSep's. The CLIPSep paper's SOP baseline shares
+  everything with CLIPSep but this query model (§4.1, Table 2).
 
 Queries reach the separator through ``additional["query{n}"]`` (our model subclass forwards the data files'
 ``query{n}`` / ``text_query{n}`` entries): ``(B, D)`` embeddings, ``(B, Q, D)`` to combine Q queries by their
-mean, or label ids ``(B,)``/``(B, 1)`` for LabelSep. The number of outputs is the number of queries given, so a
+mean, label ids ``(B,)``/``(B, 1)`` for LabelSep, or frames ``(B, Q, H, W, 3)`` (``(B, H, W, 3)``: one frame)
+of RGB pixel values in [0, 255] for SOP. The number of outputs is the number of queries given, so a
 single text query at inference gives one output. CLIPSep-Hybrid's train-time modality mix is
 ``text_query_prob``: per example and source, the text embedding ``text_query{n}`` replaces ``query{n}``.
 
 Reference:
     H.-W. Dong, N. Takahashi, Y. Mitsufuji, J. McAuley, T. Berg-Kirkpatrick, "CLIPSep: Learning
     Text-queried Sound Separation with Noisy Unlabeled Videos", ICLR 2023.
+    H. Zhao, C. Gan, A. Rouditchenko, C. Vondrick, J. McDermott, A. Torralba, "The Sound of Pixels", ECCV 2018.
 """
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +38,7 @@ from espnet2.enh.separator.abs_separator import AbsSeparator
 from typeguard import typechecked
 
 from espnet2.enh.clipsep.separator.freq_warp import log_freq_unwarp, log_freq_warp
+from espnet2.enh.clipsep.separator.sop_image_net import SOPImageNet
 from espnet2.enh.clipsep.separator.unet import UNet
 
 __all__ = [
@@ -44,7 +51,7 @@ __all__ = [
     "CLIPSepSeparator",
 ]
 
-QUERY_TYPES = ("clip", "label", "none")
+QUERY_TYPES = ("clip", "label", "none", "frames")
 MASK_TYPES = ("soft", "binary")
 QUERY_KEY = "query{}"
 TEXT_QUERY_KEY = "text_query{}"
@@ -53,13 +60,13 @@ NOISE_SIGNAL_KEY = "nit{}"
 
 
 class CLIPSepSeparator(AbsSeparator):
-    """Query-conditioned mask separator over a log-frequency U-Net (CLIPSep, CLIPSep-NIT, LabelSep, PIT).
+    """Query-conditioned mask separator over a log-frequency U-Net (CLIPSep, CLIPSep-NIT, LabelSep, PIT, SOP).
 
     Args:
         input_dim: Linear frequency bins of the STFT encoder (513 for n_fft 1024).
         num_spk: Number of sources per training mixture (= queries per mixture; PIT: number of outputs).
-        query_type: ``clip`` (embedding queries), ``label`` (LabelSep) or ``none`` (PIT).
-        query_dim: Dimension of the query embeddings (512 for CLIP ViT-B/32).
+        query_type: ``clip`` (embedding queries), ``label`` (LabelSep), ``none`` (PIT) or ``frames`` (SOP).
+        query_dim: Dimension of the query embeddings (512 for CLIP ViT-B/32; unused by ``frames``).
         num_labels: Number of label ids for ``query_type: label``.
         num_masks: k, the number of intermediate U-Net masks.
         unet_channels: Width of the U-Net's first level (ngf).
@@ -77,6 +84,9 @@ class CLIPSepSeparator(AbsSeparator):
             instead of ``query{n}`` (0: CLIPSep; 0.5: CLIPSep-Hybrid). A config probability per example and
             source, not a step schedule.
         eps: Added to the magnitude before the log.
+        image_net_conf: ``query_type: frames`` only: keyword arguments of ``SOPImageNet`` (``width``,
+            ``image_size``, ``dilate_scale``, ``fc_kernel``, ``pool``, ``pretrained``); its ``num_channels`` is
+            ``num_masks``.
     """
 
     @typechecked
@@ -99,6 +109,7 @@ class CLIPSepSeparator(AbsSeparator):
         add_noise_head: int = 0,
         text_query_prob: float = 0.0,
         eps: float = 1e-10,
+        image_net_conf: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         if query_type not in QUERY_TYPES:
@@ -111,6 +122,10 @@ class CLIPSepSeparator(AbsSeparator):
             raise ValueError("query_type 'label' (LabelSep) needs num_labels >= 1")
         if query_type == "none" and num_noise_heads:
             raise ValueError("noise heads (NIT) need query heads; query_type 'none' (PIT) has none")
+        if query_type == "frames" and num_noise_heads:
+            raise ValueError("noise heads (NIT) are not part of SOP: query_type 'frames' takes num_noise_heads 0")
+        if image_net_conf is not None and query_type != "frames":
+            raise ValueError(f"image_net_conf (SOP's image network) needs query_type 'frames', not {query_type!r}")
         if num_noise_heads and num_noise_heads != num_spk:
             raise ValueError(f"num_noise_heads ({num_noise_heads}) must equal num_spk ({num_spk}) for NIT")
         if not 0.0 <= text_query_prob <= 1.0:
@@ -139,9 +154,15 @@ class CLIPSepSeparator(AbsSeparator):
         if query_type == "none":
             self.pit_head = torch.nn.Conv2d(num_masks, num_spk, kernel_size=1)
         else:
-            if query_type == "label":
-                self.label_embedding = torch.nn.Embedding(num_labels, query_dim)
-            self.query_proj = torch.nn.Linear(query_dim, num_masks)
+            if query_type == "frames":
+                conf = dict(image_net_conf or {})
+                if "num_channels" in conf:
+                    raise ValueError("image_net_conf: num_channels is num_masks (the image network outputs k)")
+                self.image_net = SOPImageNet(num_channels=num_masks, **conf)
+            else:
+                if query_type == "label":
+                    self.label_embedding = torch.nn.Embedding(num_labels, query_dim)
+                self.query_proj = torch.nn.Linear(query_dim, num_masks)
             self.noise_heads = torch.nn.ModuleList(
                 torch.nn.Linear(num_masks, num_masks) for _ in range(num_noise_heads)
             )
@@ -150,8 +171,12 @@ class CLIPSepSeparator(AbsSeparator):
         self._reference_init()
 
     def _reference_init(self) -> None:
-        # Initialisation of the reference implementation (inherited from Sound of Pixels).
+        # Initialisation of the reference implementation (inherited from Sound of Pixels). SOP applies it to the
+        # audio network only: its image network keeps torchvision's initialisation or ImageNet weights.
+        skip = set(self.image_net.modules()) if self.query_type == "frames" else set()
         for m in self.modules():
+            if m in skip:
+                continue
             if isinstance(m, torch.nn.Conv2d):
                 torch.nn.init.normal_(m.weight, 0.0, 0.001)
             elif isinstance(m, torch.nn.BatchNorm2d):
@@ -210,6 +235,8 @@ class CLIPSepSeparator(AbsSeparator):
     def query_logits(self, additional: Optional[Dict]) -> List[torch.Tensor]:
         """Pre-sigmoid query vectors, one ``(B, k)`` tensor per ``query{n}`` in ``additional``."""
         queries = self.select_queries(additional)
+        if self.query_type == "frames":
+            return self._frames_logits(queries)
         logits = []
         for n, q in enumerate(queries, 1):
             if self.query_type == "label":
@@ -230,6 +257,24 @@ class CLIPSepSeparator(AbsSeparator):
                 emb = q.to(self.query_proj.weight.dtype)
             logits.append(self.query_proj(emb))
         return logits
+
+    def _frames_logits(self, queries: List[torch.Tensor]) -> List[torch.Tensor]:
+        # SOP: frames (B, Q, H, W, 3) -> the image network's pooled logits (B, k); their sigmoid is q. All
+        # sources go through the network as one batch (one pass, fewer small operations on CPU; batch-norm
+        # statistics are then over every source's frames, where SOP's code runs one call per source).
+        frames = []
+        for n, q in enumerate(queries, 1):
+            if q.dim() == 4:  # (B, H, W, 3): one frame per example
+                q = q.unsqueeze(1)
+            if q.dim() != 5 or q.shape[-1] != 3:
+                raise ValueError(
+                    f"query{n}: expected frames (B, Q, H, W, 3) or (B, H, W, 3) for query_type 'frames', "
+                    f"got {tuple(q.shape)}"
+                )
+            frames.append(q)
+        if len({q.shape[1:] for q in frames}) > 1:
+            return [self.image_net.pooled_logits(q) for q in frames]
+        return list(self.image_net.pooled_logits(torch.cat(frames)).split([q.shape[0] for q in frames]))
 
     def _synthesize(self, feats: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         # feats (B, k, Fw, T), vec (B, k) in (0, 1) -> mask (B, T, Fw)

@@ -40,6 +40,9 @@ def _build(config: Path, seed: int = 0, **separator_conf) -> CLIPSepEnhancementM
 def _query(separator: CLIPSepSeparator, gen: torch.Generator) -> torch.Tensor:
     if separator.query_type == "label":
         return torch.randint(0, separator.label_embedding.num_embeddings, (BATCH,), generator=gen)
+    if separator.query_type == "frames":  # SOP: 3 frames per example, pixel values (what the preprocessor gives)
+        size = separator.image_net.image_size
+        return torch.randint(0, 256, (BATCH, 3, size, size, 3), generator=gen).float()
     return torch.randn(BATCH, separator.query_proj.in_features, generator=gen)
 
 

@@ -1,13 +1,15 @@
 import argparse
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from espnet2.enh.clipsep.clip_window import center_frame_mean, crop_around, middle_window
 from espnet2.enh.clipsep.clip.image_query import center_frames
-from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor
+from espnet2.enh.clipsep.preprocessor import CLIPSepMixPreprocessor, center_frame_stack, is_frames
 from espnet2.enh.clipsep.task import CLIPSepTask
 
 FS = 16000
@@ -148,3 +150,103 @@ def test_task_fills_in_the_training_lists(clips):
     args.train_data_path_and_name_and_type = args.train_data_path_and_name_and_type[:1]
     with pytest.raises(ValueError, match="has no 'query1'"):
         CLIPSepTask.build_preprocess_fn(args, True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SOP: frames queries (F, H, W, 3) uint8 are stacked around the centre frame, never averaged
+SECONDS = 5
+
+
+@pytest.fixture
+def frame_clips(tmp_path):
+    """5 clips of 5 s at 1 fps: clip c's second s sounds 0.001 * (10c + s + 1) and its frame s is filled with
+    the pixel value 10c + s, so that every cropped sample tells its clip and second, every frame its clip and
+    index."""
+    wav, frames = [], []
+    for c in range(5):
+        audio = np.repeat(0.001 * (10 * c + np.arange(SECONDS) + 1), FS).astype(np.float32)
+        soundfile.write(tmp_path / f"c{c}.wav", audio, FS, subtype="FLOAT")
+        pictures = np.stack([np.full((2, 2, 3), 10 * c + s, dtype=np.uint8) for s in range(SECONDS)])
+        np.save(tmp_path / f"f{c}.npy", pictures)
+        wav.append(f"c{c} {tmp_path / f'c{c}.wav'}\n")
+        frames.append(f"c{c} {tmp_path / f'f{c}.npy'}\n")
+    (tmp_path / "wav.scp").write_text("".join(wav))
+    (tmp_path / "frames.scp").write_text("".join(frames))
+    return tmp_path
+
+
+def test_center_frame_stack_clamps_at_the_edges():
+    frames = np.stack([np.full((2, 2, 3), f, dtype=np.uint8) for f in range(5)])
+
+    def picked(center, num=3, of=frames):
+        out = center_frame_stack(of, center, num)
+        assert out.dtype == np.float32 and out.shape == (num, 2, 2, 3)
+        assert (out == out[:, :1, :1, :1]).all()  # whole frames, unchanged pixel values
+        return out[:, 0, 0, 0].tolist()
+
+    assert picked(2) == [1, 2, 3]
+    assert picked(0) == [0, 0, 1]
+    assert picked(4) == [3, 4, 4]
+    assert picked(2, num=4) == [1, 2, 3, 4]  # even: one more frame forward, as center_frame_mean's window
+    assert picked(0, of=frames[:1]) == [0, 0, 0]
+    assert is_frames(frames) and not is_frames(frames.astype(np.float32)) and not is_frames(frames[0])
+    with pytest.raises(ValueError, match=r"expected \(F, H, W, 3\)"):
+        center_frame_stack(frames[..., :2], 0, 3)
+
+
+def test_training_mixture_stacks_the_frames_around_each_sources_centre(frame_clips):
+    pre = CLIPSepMixPreprocessor(True, str(frame_clips / "wav.scp"), str(frame_clips / "frames.scp"),
+                                 segment=1, gain_range=[1.0, 1.0])
+    item = {"speech_ref1": soundfile.read(frame_clips / "c2.wav", dtype="float32")[0],
+            "query1": np.load(frame_clips / "f2.npy")}
+    random.seed(0)
+    centres = set()
+    for _ in range(40):
+        out = pre("c2", dict(item))
+        for n in (1, 2):
+            q = out[f"query{n}"]
+            assert q.dtype == np.float32 and q.shape == (3, 2, 2, 3)
+            # The one cropped sample (gain 1/2) names the source's clip and its random centre second.
+            code = int(round(float(out[f"speech_ref{n}"][0]) / 0.5 / 0.001)) - 1
+            clip, centre = divmod(code, 10)
+            assert (clip == 2) == (n == 1)
+            expected = [10 * clip + max(centre - 1, 0), 10 * clip + centre, 10 * clip + min(centre + 1, SECONDS - 1)]
+            assert q[:, 0, 0, 0].tolist() == expected
+            assert (q == q[:, :1, :1, :1]).all()
+            centres.add(centre)
+    assert centres == set(range(SECONDS))  # the edges (clamped windows) included
+
+
+@pytest.mark.parametrize("length, expected", [(5, [1, 2, 3]), (3, [0, 1, 2]), (2, [0, 1, 1]), (1, [0, 0, 0])])
+def test_eval_reduces_frames_to_the_middle_ones(length, expected):
+    frames = np.stack([np.full((2, 2, 3), f, dtype=np.uint8) for f in range(length)])
+    out = CLIPSepMixPreprocessor(False)("x", {"query1": frames, "query2": frames})
+    for key in ("query1", "query2"):
+        assert out[key].dtype == np.float32 and out[key].shape == (3, 2, 2, 3)
+        assert out[key][:, 0, 0, 0].tolist() == expected
+    # The same middle frames as the CLIP image queries (dump_frames --center_frames 3 stores just these).
+    if length >= 3:
+        assert expected == center_frames(list(range(length)), 3)
+
+
+def test_frames_pass_espnets_dataset_and_train_the_tiny_sop_model(frame_clips):
+    """ESPnet's dataset refuses uint8 after preprocessing: the stacked frames must leave as float32."""
+    from espnet2.train.dataset import ESPnetDataset
+
+    config = Path(__file__).resolve().parents[4] / "egs2/clipsep/enh1/conf/tiny/train_enh_sop.yaml"
+    args = CLIPSepTask.get_parser().parse_args(["--config", str(config)])
+    args.train_data_path_and_name_and_type = [
+        (str(frame_clips / "wav.scp"), "speech_ref1", "sound"),
+        (str(frame_clips / "frames.scp"), "query1", "npy"),
+    ]
+    dataset = ESPnetDataset(args.train_data_path_and_name_and_type,
+                            preprocess=CLIPSepTask.build_preprocess_fn(args, True))
+    random.seed(1)
+    _, batch = CLIPSepTask.build_collate_fn(args, True)([("c0", dataset["c0"][1]), ("c3", dataset["c3"][1])])
+    assert batch["query1"].shape == (2, 3, 2, 2, 3) and batch["query1"].dtype == torch.float32
+    torch.manual_seed(0)
+    model = CLIPSepTask.build_model(args).train()
+    loss, stats, _ = model(**batch)
+    assert torch.isfinite(loss) and "wbce" in stats
+    loss.backward()
+    assert float(model.separator.image_net.trunk.conv1.weight.grad.abs().sum()) > 0

@@ -2,6 +2,7 @@ from typing import Dict
 
 import pytest
 import torch
+import torchvision
 
 from espnet2.enh.clipsep.checkpoint_converter import convert_reference_state_dict, reference_key_shapes
 from espnet2.enh.clipsep.separator.clipsep_separator import CLIPSepSeparator
@@ -402,3 +403,122 @@ def test_load_converted_reference_checkpoint(paper_nit):
 def test_text_query_prob_needs_embedding_queries():
     with pytest.raises(ValueError, match="text_query_prob needs embedding queries"):
         CLIPSepSeparator(129, query_type="label", num_labels=3, text_query_prob=0.5, unet_layers=3, warp_bins=32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SOP (query_type: frames): raw frames through the jointly trained image network
+IMAGE_NET = dict(width=8, image_size=32)
+
+
+def _sop(seed: int = 0, **kwargs) -> CLIPSepSeparator:
+    torch.manual_seed(seed)
+    conf = {**TINY, "query_type": "frames", "image_net_conf": dict(IMAGE_NET), **kwargs}
+    conf.pop("query_dim")
+    return CLIPSepSeparator(INPUT_DIM, **conf)
+
+
+def _frame_queries(num: int = 2, batch: int = 2, frames: int = 3, size: int = 32, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        f"query{n}": torch.randint(0, 256, (batch, frames, size, size, 3), generator=gen, dtype=torch.uint8)
+        for n in range(1, num + 1)
+    }
+
+
+@pytest.mark.parametrize("num_queries", [1, 2, 3])
+def test_sop_masks_use_the_clip_formula_with_the_image_query(num_queries):
+    """q = sigmoid(max over frames and space of the image network's maps); mask = sigmoid(sum_k s_k q_k U_k + b)."""
+    sep = _randomize(_sop()).eval()
+    x, queries = _mixture(), _frame_queries(num_queries)
+    masked, _, others = sep(x, torch.tensor([16, 16]), queries)
+    assert len(masked) == num_queries
+    feats = sep.audio_features(x)
+    for n in range(1, num_queries + 1):
+        q = sep.image_net(queries[f"query{n}"]).detach()
+        assert float(q.min()) > 0 and float(q.max()) < 1
+        expected = torch.sigmoid(torch.einsum("bk,bkft->btf", q * sep.mask_scale, feats) + sep.mask_bias)
+        torch.testing.assert_close(others[f"mask_spk{n}"], expected)
+        torch.testing.assert_close(masked[n - 1], x * log_freq_unwarp(expected, INPUT_DIM))
+    if num_queries > 1:
+        assert (others["mask_spk1"] - others["mask_spk2"]).abs().max() > 1e-3
+
+
+def test_sop_trains_end_to_end():
+    sep = _sop().train()
+    x = _mixture()
+    masked, _, others = sep(x, torch.tensor([16, 14]), _frame_queries())
+    assert set(others) == {"mask_spk1", "mask_spk2"}
+    (masked[0].abs().mean() + masked[1].abs().mean()).backward()
+    image_params = dict(sep.image_net.named_parameters())
+    assert image_params and all(p.requires_grad for p in image_params.values())
+    assert set(image_params.values()) <= set(sep.parameters())  # trained jointly: the optimiser sees them
+    for name in ("trunk.conv1.weight", "trunk.layer4.1.conv2.weight", "fc.weight", "fc.bias"):
+        assert float(image_params[name].grad.abs().sum()) > 0, name
+    for p in (sep.unet.down[0].conv.weight, sep.mask_scale, sep.mask_bias):
+        assert float(p.grad.abs().sum()) > 0
+    assert not hasattr(sep, "query_proj")
+
+
+def test_sop_query_forms():
+    sep = _randomize(_sop()).eval()
+    x = _mixture()
+    queries = _frame_queries(2, frames=1)
+    ref, _, _ = sep(x, torch.tensor([16, 16]), queries)
+    single, _, _ = sep(x, torch.tensor([16, 16]), {k: v[:, 0] for k, v in queries.items()})  # (B, H, W, 3)
+    floats, _, _ = sep(x, torch.tensor([16, 16]), {k: v.float() for k, v in queries.items()})
+    for a, b, c in zip(ref, single, floats):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    # Sources with different frame counts go through the network one by one, with the same result.
+    mixed = {"query1": _frame_queries(1, frames=3)["query1"], "query2": queries["query2"]}
+    out, _, others = sep(x, torch.tensor([16, 16]), mixed)
+    torch.testing.assert_close(out[1], ref[1])
+    alone, _, _ = sep(x, torch.tensor([16, 16]), {"query1": mixed["query1"]})
+    torch.testing.assert_close(out[0], alone[0])
+
+
+def test_sop_image_network_keeps_its_own_init_and_imagenet_weights(tmp_path):
+    sep = _sop()
+    # The reference's N(0, 0.001) init is for the audio side; the image network keeps torchvision's.
+    assert float(sep.unet.down[0].conv.weight.detach().std()) < 0.002
+    assert float(sep.image_net.trunk.conv1.weight.detach().std()) > 0.05
+    assert torch.equal(sep.image_net.trunk.bn1.weight, torch.ones(8))
+    torch.manual_seed(5)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "resnet18.pth")
+    loaded = _sop(image_net_conf=dict(width=64, image_size=32, pretrained=str(tmp_path / "resnet18.pth")))
+    for key in ("conv1.weight", "layer4.1.bn2.running_var", "layer2.0.downsample.0.weight"):
+        assert torch.equal(loaded.image_net.trunk.state_dict()[key], state[key]), key
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_noise_heads=2), "not part of SOP"),
+        (dict(image_net_conf=dict(num_channels=4)), "num_channels is num_masks"),
+        (dict(image_net_conf=dict(pool="median")), "pool"),
+        (dict(text_query_prob=0.5), "text_query_prob"),
+    ],
+)
+def test_sop_invalid_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _sop(**kwargs)
+
+
+def test_image_net_conf_needs_frames_queries():
+    with pytest.raises(ValueError, match="image_net_conf .* needs query_type 'frames'"):
+        CLIPSepSeparator(INPUT_DIM, **TINY, image_net_conf=dict(IMAGE_NET))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32, 4), (2, 32, 32), (2, 1, 3, 32, 32, 3)])
+def test_sop_wrong_frames_shape(shape):
+    with pytest.raises(ValueError, match="query1: expected frames"):
+        _sop()(_mixture(), torch.tensor([16, 16]), {"query1": torch.zeros(shape, dtype=torch.uint8)})
+
+
+def test_sop_paper_size_parameter_count():
+    torch.manual_seed(0)
+    sep = CLIPSepSeparator(513, query_type="frames")
+    trunk = sum(p.numel() for n, p in torchvision.models.resnet18(weights=None).named_parameters() if "fc." not in n)
+    assert _num_params(sep.image_net) == trunk + (512 * 32 * 9 + 32) == 11_324_000
+    assert _num_params(sep) == 30_274_210 + 11_324_000 + 33  # U-Net + image network + mask scale and bias
