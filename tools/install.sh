@@ -9,6 +9,8 @@
 #   4. transformers for the optional CLAP score (tools/requirements-clap.txt) in a directory of its own, cached
 #      by hash, that .venv does NOT see (ESPnet would import it in every process, ~7 s): its path is written to
 #      .venv/clap-pythonpath, for the tests and evaluations to put on PYTHONPATH.
+#   5. dalle2-pytorch, the reference implementation of the pretrained DALL·E 2 prior, for its tests only
+#      (tools/requirements-dalle2.txt), likewise in a directory of its own: its path goes to .venv/dalle2-pythonpath.
 # Options (environment): PYTHON (python3.11), ESPNET_CLIPSEP_CACHE (~/.cache/espnet-clipsep),
 #   ESPNET_CLIPSEP_SKIP_APT=1 to leave system packages alone.
 set -euo pipefail
@@ -86,4 +88,24 @@ if [ ! -f "$clap/.complete" ]; then
 fi
 flock -u 9
 echo "$clap" > .venv/clap-pythonpath
+# 5. dalle2-pytorch 1.1.0 (the version LAION's prior runs with) for the tests of espnet2/tts_diff/dalle2_prior.py,
+#    beside the environment like transformers, cached by hash. The tests import its dalle2_pytorch.dalle2_pytorch
+#    module only, without the package __init__ (which imports its trainer and needs accelerate), as checked here.
+dalle2_hash=$( { cat tools/requirements-dalle2.txt; echo "$deps"; } | sha256sum | cut -c1-16)
+dalle2="$CACHE/dalle2-$dalle2_hash"
+flock 9
+if [ ! -f "$dalle2/.complete" ]; then
+    log "installing dalle2-pytorch (reference of the DALL-E 2 prior, tests only) into $dalle2 (--no-deps: ~14 MB on disk)"
+    rm -rf "$dalle2"
+    "$deps/bin/python" -m pip install --progress-bar off -q --no-deps --target "$dalle2" -r tools/requirements-dalle2.txt \
+        2>&1 | grep -v '^WARNING: Location' || true
+    PYTHONPATH="$dalle2" .venv/bin/python -W ignore -c 'import sys, types
+package = types.ModuleType("dalle2_pytorch"); package.__path__ = [sys.argv[1] + "/dalle2_pytorch"]
+sys.modules["dalle2_pytorch"] = package
+from dalle2_pytorch.dalle2_pytorch import DiffusionPrior, DiffusionPriorNetwork, OpenAIClipAdapter' "$dalle2" \
+        || { log "error: $dalle2 does not import dalle2_pytorch.dalle2_pytorch; see pip's output above"; exit 1; }
+    touch "$dalle2/.complete"
+fi
+flock -u 9
+echo "$dalle2" > .venv/dalle2-pythonpath
 log "ready: $(pwd)/.venv (activate with: . .venv/bin/activate; CLAP score: PYTHONPATH=\$(cat .venv/clap-pythonpath))"

@@ -24,6 +24,12 @@ Where the companions of a model are looked for (explicit arguments always win):
 * Prior: a state dict (``*.pt``/``*.pth``) with its ``.yaml`` holding ``prior_conf`` (as ``train_prior``
   writes), in the same places and their ``prior/`` sub-directories.
 
+A prior given explicitly (``prior=``, ``--prior FILE``) is either that, or LAION's pretrained DALL·E 2 prior
+(``latest.pth``/``best.pth`` of huggingface.co/laion/DALLE2-PyTorch, its ``prior_config.json`` beside it; see
+:mod:`espnet2.tts_diff.dalle2_prior`): a file with no ``.yaml`` beside it is read as the latter. That prior maps
+the text query itself (its own CLIP ViT-L-14 text encoder, shared with the model's CLIP when that is the same), so
+the model must be trained on open_clip ``ViT-L-14``/``openai`` image embeddings (768-d).
+
 Example:
     >>> gen = Generator.from_pretrained("exp/mini/tts_clipsonic/packed.zip")
     >>> wavs = gen(text=["playing violin", "dog barking"], mode="pd", num=2)   # 4 arrays (T,) at gen.fs
@@ -65,12 +71,14 @@ MAX_LOG10_MEL = 4.0
 class Condition:
     """One query: a file-name-safe ``name``, its ``mode`` and its CLIP embedding ``(D,)``.
 
-    For ``pd`` the embedding is the text embedding; the prior draws an image embedding per sample.
+    For ``pd`` the embedding is the text embedding; the prior draws an image embedding per sample (LAION's
+    DALL·E 2 prior reads ``text``, the query itself, instead).
     """
 
     name: str
     mode: str
     embedding: torch.Tensor
+    text: Optional[str] = None
 
 
 def _device(device: str) -> torch.device:
@@ -238,11 +246,13 @@ class Generator:
             :func:`build_model`).
         query_encoder: A :class:`~espnet2.enh.clipsep.clip.encoder.CLIPQueryEncoder` of the CLIP that made the training
             embeddings (needed for text and image queries, not for embeddings given directly).
-        prior: A :class:`~espnet2.tts_diff.prior.DiffusionPrior` (needed for mode ``pd``).
+        prior: A :class:`~espnet2.tts_diff.prior.DiffusionPrior` or LAION's
+            :class:`~espnet2.tts_diff.dalle2_prior.Dalle2Prior` (needed for mode ``pd``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         prior_steps: Sampling steps of the prior.
-        prior_sampler: Sampler of the prior (``ddpm``, ``ddim``, ``dpmpp``).
-        prior_guidance: Guidance weight w of the prior (0: none).
+        prior_sampler: Sampler of the prior (``ddpm``, ``ddim``, ``dpmpp``; LAION's: its own ``ddim``, or ``ddpm``
+            over all its steps).
+        prior_guidance: Guidance weight w of the prior (0: none; LAION's prior takes none).
         griffin_lim_iters: Griffin-Lim iterations when the model embeds no vocoder.
         clip_x0: Clamp the predicted normalised mel to ``[-clip_x0, clip_x0]`` while sampling (None: the model config's ``clip_x0``).
     """
@@ -283,8 +293,18 @@ class Generator:
         if prior is not None and (prior.embed_dim != self.embed_dim or prior.text_dim != self.embed_dim):
             raise GenerationError(
                 f"prior: maps {prior.text_dim}-d text to {prior.embed_dim}-d image embeddings, the model takes "
-                f"{self.embed_dim}-d"
+                f"{self.embed_dim}-d" + (" (LAION's DALL·E 2 prior needs a model trained on CLIP ViT-L-14/openai "
+                                         "embeddings)" if _is_dalle2(prior) else "")
             )
+        if _is_dalle2(prior):
+            try:
+                prior.check_sampling(prior_steps, prior_sampler, prior_guidance)
+            except ValueError as err:
+                raise GenerationError(f"prior: {first_line(err)}") from None
+            if _same_clip(query_encoder, prior.clip_model, prior.clip_pretrained):  # one ViT-L-14 for both
+                from espnet2.tts_diff.dalle2_prior import Dalle2TextEncoder
+
+                prior.use_text_encoder(Dalle2TextEncoder(query_encoder))
         self.prior_steps = prior_steps
         self.prior_sampler = prior_sampler
         self.prior_guidance = prior_guidance
@@ -318,6 +338,7 @@ class Generator:
         device: str = "auto",
         query_encoder: Optional[object] = None,
         cache_dir: Optional[PathLike] = None,
+        prior_clip_pretrained: Optional[str] = None,
         **kwargs,
     ) -> "Generator":
         """Load a trained generator with its CLIP model and, when found or given, its diffusion prior.
@@ -329,11 +350,14 @@ class Generator:
                 found beside the model (see the module docstring), else ViT-B-32 for a 512-d model.
             clip_pretrained: open_clip tag or local weights file (``openai`` for ViT-B-32; ``none``: random
                 weights, tests only).
-            prior: A prior file (``train_prior``'s state dict, its ``.yaml`` beside it) or module; default: the
-                one found beside the model (PD then fails with a clear error when there is none).
+            prior: A prior file (``train_prior``'s state dict, its ``.yaml`` beside it; or LAION's DALL·E 2 prior,
+                ``latest.pth`` with its ``prior_config.json``) or module; default: the ``train_prior`` one found
+                beside the model (PD then fails with a clear error when there is none).
             device: ``auto``, ``cpu``, ``cuda``.
             query_encoder: A ready ``CLIPQueryEncoder`` (overrides ``clip_model``/``clip_pretrained``).
             cache_dir: ``espnet_model_zoo`` cache for packs and tags (its default when None).
+            prior_clip_pretrained: Weights of a LAION prior's CLIP ViT-L-14 (an open_clip tag or a local file;
+                default: its config's, ``openai``).
             **kwargs: :class:`Generator` options (``prior_steps``, ``griffin_lim_iters``, ...).
 
         Returns:
@@ -359,7 +383,7 @@ class Generator:
                 logging.info("diffusion prior of this model: %s", found)
                 prior = found
         if prior is not None and not isinstance(prior, torch.nn.Module):
-            prior = _load_prior(Path(prior))
+            prior = load_prior_file(Path(prior), clip_pretrained=prior_clip_pretrained)
         gen = cls(net, query_encoder=query_encoder, prior=prior, device=device, **kwargs)
         gen.source = str(model)
         return gen
@@ -417,7 +441,7 @@ class Generator:
         out: List[Condition] = []
         if texts:
             for q, e in zip(texts, self._clip(lambda enc: enc.encode_text([q.strip() for q in texts]))):
-                out.append(Condition(slug(q), text_mode, e))
+                out.append(Condition(slug(q), text_mode, e, text=q.strip()))
         for img in images:
             name, frames = query_frames(img)
             out.append(Condition(name, "iq", self._clip(lambda enc: enc.encode_images([frames]))[0]))
@@ -443,9 +467,18 @@ class Generator:
         if cond.mode != "pd":
             return emb
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        image = self.prior.sample(
-            emb[None], steps=self.prior_steps, sampler=self.prior_sampler, guidance=self.prior_guidance, generator=gen
-        )
+        options = dict(steps=self.prior_steps, sampler=self.prior_sampler, guidance=self.prior_guidance, generator=gen)
+        if _is_dalle2(self.prior):  # LAION's prior encodes the query text with its own CLIP
+            if cond.text is None:
+                raise GenerationError(f"{cond.name}: LAION's DALL·E 2 prior needs the query text, not only an embedding")
+            try:
+                image = self.prior.sample_texts([cond.text], **options)
+            except (RuntimeError, ValueError, FileNotFoundError) as err:  # e.g. its CLIP's weights not available
+                raise GenerationError(
+                    f"DALL·E 2 prior: {first_line(err).replace('--clip_pretrained', '--prior_clip_pretrained')}"
+                ) from None
+        else:
+            image = self.prior.sample(emb[None], **options)
         return image[0] * self.prior.image_norm
 
     @torch.no_grad()
@@ -585,13 +618,44 @@ class Generator:
         return [wav for _, _, wav in self.iterate(conds, num=num, seed=seed, batch_size=batch_size, **options)]
 
 
-def _load_prior(path: Path) -> torch.nn.Module:
+def _same_clip(encoder: Optional[object], model_name: str, pretrained: Optional[str]) -> bool:
+    """Whether a query encoder is CLIP ``model_name`` with weights ``pretrained`` (a tag, or the same file)."""
+    if encoder is None or getattr(encoder, "model_name", None) != model_name:
+        return False
+    mine = getattr(encoder, "pretrained", None)
+    if mine == pretrained:
+        return True
+    return mine is not None and pretrained is not None and Path(mine).is_file() and Path(mine).resolve() == Path(pretrained).resolve()
+
+
+def _is_dalle2(prior: Optional[torch.nn.Module]) -> bool:
+    from espnet2.tts_diff.dalle2_prior import Dalle2Prior
+
+    return isinstance(prior, Dalle2Prior)
+
+
+def load_prior_file(path: PathLike, device: str = "cpu", clip_pretrained: Optional[str] = None) -> torch.nn.Module:
+    """A prior file, in eval mode: ``train_prior``'s (a ``.yaml`` beside it), else LAION's DALL·E 2 prior.
+
+    Args:
+        path: ``train_prior``'s state dict, or LAION's ``latest.pth``/``best.pth`` (``prior_config.json`` beside it).
+        device: Torch device.
+        clip_pretrained: For LAION's prior: its CLIP ViT-L-14 weights (open_clip tag or local file; default
+            ``openai``).
+
+    Raises:
+        GenerationError: One line naming the file and the problem.
+    """
+    from espnet2.tts_diff.dalle2_prior import load_dalle2_prior
     from espnet2.tts_diff.prior import load_prior
 
+    path = Path(path)
+    ours = path.with_suffix(".yaml").is_file()
     try:
-        return load_prior(path)
+        return load_prior(path, device) if ours else load_dalle2_prior(path, device, clip_pretrained=clip_pretrained)
     except (FileNotFoundError, ValueError) as err:
-        raise GenerationError(first_line(err)) from None
+        hint = "" if ours or not path.is_file() else f" (a prior of train_prior needs its {path.with_suffix('.yaml').name} beside it)"
+        raise GenerationError(first_line(err) + hint) from None
     except Exception as err:
         raise GenerationError(f"{path}: cannot load as a diffusion prior ({type(err).__name__}: {first_line(err)})") from None
 

@@ -10,6 +10,8 @@ Examples:
     python -m espnet2.tts_diff.bin.generate --model packed.zip --text "playing violin" --num 4 -o out
     python -m espnet2.tts_diff.bin.generate --model exp/tts_clipsonic --text "dog barking" --mode pd -o out
     python -m espnet2.tts_diff.bin.generate --model packed.zip --image frame.jpg --image clip.mp4 -o out
+    python -m espnet2.tts_diff.bin.generate --model exp/vitl14/tts_clipsonic --text "dog barking" --mode pd \
+        --prior laion_prior/latest.pth -o out   # LAION's DALL·E 2 prior (prior_config.json beside it)
 
 Reference:
     H.-W. Dong et al., "CLIPSonic: Text-to-Audio Synthesis with Unlabeled Videos and Pretrained
@@ -51,9 +53,14 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_frames", type=int, default=None, help="mel frames (default: the model's segment)")
     parser.add_argument("--batch_size", type=int, default=8,
                         help="samples generated at once (the same samples whatever its value, up to float rounding)")
-    parser.add_argument("--prior", type=Path, default=None, help="diffusion prior file (default: found beside the model)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="diffusion prior: train_prior's file (its .yaml beside it; default: found beside the "
+                        "model) or LAION's DALL-E 2 prior latest.pth/best.pth (prior_config.json beside it; the model "
+                        "must be trained on CLIP ViT-L-14/openai embeddings)")  # fmt: skip
+    parser.add_argument("--prior_clip_pretrained", default=None,
+                        help="LAION prior: its CLIP ViT-L-14 weights, an open_clip tag or a local file (default: openai)")
     parser.add_argument("--prior_steps", type=int, default=64, help="sampling steps of the prior")
-    parser.add_argument("--prior_guidance", type=float, default=0.0, help="guidance weight of the prior")
+    parser.add_argument("--prior_guidance", type=float, default=0.0, help="guidance weight of the prior (LAION's: 0)")
     parser.add_argument("--clip_model", default=None, help="open_clip model (default: the recipe's, else ViT-B-32)")
     parser.add_argument("--clip_pretrained", default=None, help="open_clip tag or weights file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -119,7 +126,7 @@ def main(cmd=None) -> int:
             gen = generate.Generator.from_pretrained(
                 args.model, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, prior=args.prior,
                 device=args.device, cache_dir=args.cache_dir, prior_steps=args.prior_steps,
-                prior_guidance=args.prior_guidance,
+                prior_guidance=args.prior_guidance, prior_clip_pretrained=args.prior_clip_pretrained,
             )  # fmt: skip
         for w in caught:
             if issubclass(w.category, generate.GenerationWarning):

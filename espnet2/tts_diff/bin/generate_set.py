@@ -5,16 +5,21 @@ One query per key of a Kaldi-style table; each mode gives the generator a differ
 - ``--spembs_scp``: the embedding as is, ``(D,)`` (IQ: the test clip's image embedding; ZS: the text
   embedding of its query, zero-shot across CLIP's modality gap);
 - ``--text_scp`` + ``--prior``: text embeddings mapped to image embeddings by the diffusion prior (PD);
+- ``--query_text`` + ``--prior``: PD with LAION's pretrained DALL·E 2 prior (``latest.pth``, its
+  ``prior_config.json`` beside it; :mod:`espnet2.tts_diff.dalle2_prior`), which reads the query *texts*
+  (``'<key> <text>'``, e.g. ``utt2label``, through ``--query_template``) with its own CLIP ViT-L-14; the generator
+  must then be trained on open_clip ViT-L-14/openai image embeddings (768-d);
 - ``--wav_scp``: no generation; the real clips' mel (the model's own feature extractor and normalisation)
   through the embedded vocoder, the ground-truth resynthesis ceiling.
 
 The model is loaded with ``TTSDiffTask.build_model_from_file`` and must embed its vocoder
 (``espnet2.tts_diff.bin.embed_vocoder``). Key ``i`` (in sorted order) is sampled with seed ``--seed + i``, so
-the modes share their initial noise; queries are sampled ``--batch_size`` at a time (one network call per step
-for the batch, each key from its own seeded generator), so the clips do not depend on the batch size beyond
-float rounding. ``--utt2label`` (evaluation only) gives each key's query class, which is
-copied to the output's ``utt2label`` and, with ``--max_per_class``, selects the first keys of every class; the
-generator never reads it. Writes ``<output_dir>/wav/<key>.wav`` (16-bit, temporary names, then renamed),
+the modes share their initial noise (LAION's prior also draws key ``i``'s image embedding with that seed;
+train_prior's prior draws all keys from one generator seeded with ``--seed``); queries are sampled
+``--batch_size`` at a time (one network call per step for the batch, each key from its own seeded generator), so
+the clips do not depend on the batch size beyond float rounding. ``--utt2label`` (evaluation only) gives each
+key's query class, which is copied to the output's ``utt2label`` and, with ``--max_per_class``, selects the
+first keys of every class; the generator never reads it. Writes ``<output_dir>/wav/<key>.wav`` (16-bit, temporary names, then renamed),
 ``wav.scp``, ``utt2label`` and ``generate.json`` (settings, wall time, real-time factor), and the mel the
 vocoder was given, de-normalised to the feature extractor's log-mel, as ``mel/<key>.npy`` ``(T, n_mels)`` with
 ``mel.scp``: ``espnet2.tts_diff.bin.probe evaluate --gen_mel_scp`` scores it before the vocoder, which tells a
@@ -24,6 +29,9 @@ Example:
     python -m espnet2.tts_diff.bin.generate_set --train_config exp/tts_clipsonic_vocoder/config.yaml \\
         --model_file exp/tts_clipsonic_vocoder/model.pth --spembs_scp dump/raw/test/text_spembs.scp \\
         --utt2label dump/raw/test/utt2label --output_dir exp/tts_clipsonic_vocoder/gen_test_zs
+    python -m espnet2.tts_diff.bin.generate_set --train_config ... --model_file ... \
+        --query_text dump/raw/test/utt2label --query_template "a photo of {}" --prior laion_prior/latest.pth \
+        --utt2label dump/raw/test/utt2label --output_dir exp/tts_clipsonic_vocoder/gen_test_pd_laion
 """
 
 import argparse
@@ -48,7 +56,14 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--spembs_scp", type=Path, help="CLIP embeddings to condition on (npy/kaldi_ark scp)")
     src.add_argument("--text_scp", type=Path, help="CLIP text embeddings, mapped by --prior (PD)")
     src.add_argument("--wav_scp", type=Path, help="real clips to resynthesise through the vocoder")
-    parser.add_argument("--prior", type=Path, default=None, help="with --text_scp: the diffusion prior (.pt)")
+    src.add_argument("--query_text", type=Path,
+                     help="'<key> <text>' query texts (e.g. utt2label), mapped by LAION's DALL-E 2 --prior (PD)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="with --text_scp: train_prior's prior (.pt, its .yaml beside it); with --query_text: "
+                        "LAION's DALL-E 2 prior (latest.pth, prior_config.json beside it)")  # fmt: skip
+    parser.add_argument("--query_template", default="{}", help="with --query_text: the prior's text, '{}' the query")
+    parser.add_argument("--prior_clip_pretrained", default=None,
+                        help="LAION prior: its CLIP ViT-L-14 weights, open_clip tag or local file (default: openai)")
     parser.add_argument("--utt2label", type=Path, default=None, help="'<key> <query class>' (evaluation only)")
     parser.add_argument("--max_per_class", type=int, default=0, help="first N keys per class (0: all)")
     parser.add_argument("--output_dir", type=Path, required=True, help="where wav/, wav.scp, utt2label go")
@@ -61,7 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="queries sampled at once (the same samples whatever its value, up to float rounding)")
     parser.add_argument("--prior_steps", type=int, default=64, help="prior sampling steps")
     parser.add_argument("--prior_sampler", default="ddim", help="prior sampler")
-    parser.add_argument("--prior_guidance", type=float, default=0.0, help="prior guidance weight")
+    parser.add_argument("--prior_guidance", type=float, default=0.0, help="prior guidance weight (LAION's prior: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:n] or auto")
     parser.add_argument("--num_threads", type=int, default=1, help="CPU threads (0: torch's default)")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -133,8 +148,13 @@ def main(cmd=None) -> int:
             torch.set_num_threads(args.num_threads)
         if args.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-        if (args.text_scp is None) != (args.prior is None):
-            raise ValueError("--prior goes with --text_scp (PD); give --spembs_scp for IQ/ZS")
+        if (args.text_scp is None and args.query_text is None) != (args.prior is None):
+            raise ValueError(
+                "--prior goes with --text_scp (train_prior's prior) or --query_text (LAION's DALL-E 2 prior), for PD; "
+                "give --spembs_scp for IQ/ZS"
+            )
+        if args.query_template.count("{}") != 1:
+            raise ValueError(f"--query_template must contain one '{{}}', got {args.query_template!r}")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         for p in (args.train_config, args.model_file):
             if not p.is_file():
@@ -146,7 +166,26 @@ def main(cmd=None) -> int:
             raise ValueError(
                 f"{args.model_file}: no embedded vocoder (run espnet2.tts_diff.bin.embed_vocoder first)"
             )
-        source = args.spembs_scp or args.text_scp or args.wav_scp
+        prior = None
+        if args.prior is not None:  # checked before any sampling
+            from espnet2.tts_diff.dalle2_prior import Dalle2Prior
+            from espnet2.tts_diff.generate import load_prior_file
+
+            prior = load_prior_file(args.prior, device, clip_pretrained=args.prior_clip_pretrained)
+            if isinstance(prior, Dalle2Prior) != (args.query_text is not None):
+                raise ValueError(
+                    f"{args.prior}: LAION's DALL-E 2 prior maps query texts (give --query_text)"
+                    if isinstance(prior, Dalle2Prior)
+                    else f"{args.prior}: train_prior's prior maps text embeddings (give --text_scp, not --query_text)"
+                )
+            if isinstance(prior, Dalle2Prior):
+                prior.check_sampling(args.prior_steps, args.prior_sampler, args.prior_guidance)
+                if prior.embed_dim != tts.spk_embed_dim:
+                    raise ValueError(
+                        f"{args.prior}: gives {prior.embed_dim}-d image embeddings, the model takes "
+                        f"{tts.spk_embed_dim}-d (train it on CLIP ViT-L-14/openai embeddings)"
+                    )
+        source = args.spembs_scp or args.text_scp or args.wav_scp or args.query_text
         table = read_table(source)
         labels = read_table(args.utt2label) if args.utt2label is not None else None
         keys = select_keys(list(table), labels, args.max_per_class, source)
@@ -155,15 +194,28 @@ def main(cmd=None) -> int:
         index = {k: i for i, k in enumerate(sorted(table))}
 
         conds = None
-        if args.spembs_scp is not None or args.text_scp is not None:
+        if args.query_text is not None:
+            from tqdm import tqdm
+
+            texts = [args.query_template.replace("{}", table[k].strip()) for k in keys]
+            out = []
+            for n in tqdm(range(0, len(keys), args.batch_size), desc="prior", unit="batch", disable=args.quiet):
+                part = keys[n : n + args.batch_size]
+                gens = [torch.Generator(device=device).manual_seed(args.seed + index[k]) for k in part]
+                try:
+                    out.append(prior.sample_texts(
+                        texts[n : n + len(part)], steps=args.prior_steps, sampler=args.prior_sampler,
+                        guidance=args.prior_guidance, generator=gens,
+                    ).cpu())  # fmt: skip
+                except RuntimeError as err:  # its CLIP's weights not available offline: say which option
+                    raise RuntimeError(str(err).replace("--clip_pretrained", "--prior_clip_pretrained")) from None
+            conds = torch.cat(out)
+        elif args.spembs_scp is not None or args.text_scp is not None:
             embs = np.stack([load_embedding(table[k], k, source) for k in keys])
             if embs.ndim != 2:
                 raise ValueError(f"{source}: expected (D,) embeddings, got shape {embs.shape[1:]}")
             conds = torch.from_numpy(embs)
-            if args.prior is not None:
-                from espnet2.tts_diff.prior import load_prior
-
-                prior = load_prior(args.prior, device)
+            if prior is not None:
                 gen = torch.Generator(device=device).manual_seed(args.seed)
                 conds = prior.sample(
                     conds.to(device), steps=args.prior_steps, sampler=args.prior_sampler,
@@ -227,6 +279,8 @@ def main(cmd=None) -> int:
         mode = "resynthesis" if conds is None else ("prior" if args.prior is not None else "embedding")
         report = dict(
             mode=mode, source=str(source), prior=None if args.prior is None else str(args.prior),
+            prior_format=None if prior is None else type(prior).__name__,
+            query_template=args.query_template if args.query_text is not None else None,
             num_clips=len(keys), steps=args.steps or tts.steps, guidance=tts.guidance if args.guidance is None
             else args.guidance, sampler=args.sampler or tts.sampler, seed=args.seed, wall_seconds=round(wall, 2),
             audio_seconds=round(audio_seconds, 2), rtf=round(wall / max(audio_seconds, 1e-9), 4), device=device,

@@ -415,3 +415,82 @@ def test_benchmark_shards_merge_and_repeated_settings(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --merge: ") and message in err[0], err
     assert not (out / "results.md").exists()
+
+
+# ------------------------------------------------------------------------------------------------ LAION's DALL·E 2 prior
+@pytest.fixture(scope="module")
+def laion_prior(assets):
+    """A tiny random prior in the layout of LAION's release (latest.pth + prior_config.json), on the exp's CLIP."""
+    from espnet2.tts_diff.dalle2_prior import Dalle2Prior
+
+    d = assets["root"] / "laion"
+    d.mkdir()
+    torch.manual_seed(0)
+    prior = Dalle2Prior(dim=DIM, depth=1, heads=2, dim_head=32, num_timesteps=50, timesteps=50)
+    torch.save(prior.state_dict(), d / "latest.pth")
+    conf = {"clip": {"make": "openai", "model": "clipsep-tiny"}, "net": {"dim": DIM, "depth": 1}, "image_embed_dim": DIM,
+            "timesteps": 50, "sample_timesteps": 8}  # fmt: skip
+    (d / "prior_config.json").write_text(json.dumps({"prior": conf}))
+    return d / "latest.pth"
+
+
+def test_laion_prior_maps_the_query_text_for_pd(assets, laion_prior, tmp_path):
+    from espnet2.tts_diff.dalle2_prior import Dalle2Prior
+
+    load = dict(device="cpu", prior=laion_prior, prior_clip_pretrained=assets["clip"])
+    gen = Generator.from_pretrained(assets["root"] / "exp", prior_steps=8, **load)
+    assert isinstance(gen.prior, Dalle2Prior) and gen.prior.timesteps == 50
+    assert gen.prior.text_encoder.encoder is gen.query_encoder  # the model's CLIP is the prior's: shared
+    image = gen.prior.sample_texts(["violin"], steps=8, generator=torch.Generator().manual_seed(3))[0]
+    conf = dict(steps=3, guidance=1.5, sampler="dpmpp", seed=3, num_frames=FRAMES)
+    manual = gen.model.tts.inference(torch.zeros(1, dtype=torch.long), spembs=image, **conf)
+    [pd] = gen(text="violin", mode="pd", seed=3, **FAST)
+    np.testing.assert_allclose(pd, manual["wav"].numpy(), atol=1e-6)
+    [cond] = gen.encode(text=" violin ", mode="pd")
+    assert cond.text == "violin"
+    zs = gen.sample(gen.encode(text="violin", mode="zs")[0], seed=3, **FAST)
+    assert (gen.sample(cond, seed=3, **FAST)["mel"] - zs["mel"]).abs().max() > 1e-3
+    for options, message in ((dict(prior_steps=8, prior_guidance=1.0), "prior: guidance 1.0: .*no unconditional branch"),
+                             (dict(prior_steps=8, prior_sampler="dpmpp"), "prior: sampler dpmpp with 8 steps"),
+                             (dict(), "prior: steps must lie in \\[1, 50\\], got 64")):  # fmt: skip
+        with pytest.raises(GenerationError, match=message):
+            Generator.from_pretrained(assets["root"] / "exp", **load, **options)
+    out = tmp_path / "out"  # the command line: --prior of LAION's layout, its CLIP's weights
+    assert cli.main(["--model", str(assets["root"] / "exp"), "-o", str(out), "--device", "cpu", "--text", "violin",
+                     "--mode", "pd", "--seed", "3", "--steps", "3", "--num_frames", str(FRAMES), "--prior",
+                     str(laion_prior), "--prior_clip_pretrained", assets["clip"], "--prior_steps", "8"]) == 0  # fmt: skip
+    np.testing.assert_allclose(sf.read(out / "violin_0.wav", dtype="float32")[0], pd.clip(-1, 1), atol=1e-6)
+    shutil.copy(assets["root"] / "exp/prior/prior.pt", tmp_path / "orphan.pt")  # train_prior's, without its .yaml
+    with pytest.raises(GenerationError, match="orphan.pt: not a DALL·E 2 prior .*needs its orphan.yaml beside it"):
+        Generator.from_pretrained(assets["root"] / "exp", device="cpu", prior=tmp_path / "orphan.pt")
+
+
+def test_generate_set_pd_with_the_laion_prior(assets, laion_prior, tmp_path, capsys):
+    from espnet2.tts_diff.bin import generate_set
+
+    texts = tmp_path / "texts"
+    texts.write_text("k1 violin\nk2 dog barking\nk3 violin\n")
+    base = ["--train_config", "exp/config.yaml", "--model_file", "exp/model.pth", "--prior", str(laion_prior),
+            "--prior_clip_pretrained", assets["clip"], "--prior_steps", "8", "--steps", "2", "--num_frames",
+            str(FRAMES), "--quiet"]  # fmt: skip
+    pd = ["--query_text", str(texts), "--query_template", "a photo of {}"]
+    with contextlib.chdir(assets["root"]):
+        for name, batch in (("a", "1"), ("b", "3")):
+            assert generate_set.main(base + pd + ["--output_dir", str(tmp_path / name), "--batch_size", batch]) == 0
+        report = json.loads((tmp_path / "a" / "generate.json").read_text())
+        assert (report["mode"], report["prior_format"], report["query_template"]) == ("prior", "Dalle2Prior", "a photo of {}")
+        wavs = {k: [sf.read(tmp_path / d / "wav" / f"{k}.wav")[0] for d in "ab"] for k in ("k1", "k2", "k3")}
+        for a, b in wavs.values():  # each key's prior draw and mel from its own seed: the batch does not matter
+            assert a.shape == (FRAMES * HOP,) and np.abs(a - b).max() <= 2 / 32768
+        mels = {k: np.load(tmp_path / "a" / "mel" / f"{k}.npy") for k in ("k1", "k3")}
+        assert np.abs(mels["k1"] - mels["k3"]).max() > 1e-3  # the same text, other seeds
+        capsys.readouterr()
+        errors = (
+            (["--text_scp", str(texts)], f"{laion_prior}: LAION's DALL-E 2 prior maps query texts (give --query_text)"),
+            (pd + ["--prior", "exp/prior/prior.pt"], "exp/prior/prior.pt: train_prior's prior maps text embeddings"),
+            (pd + ["--prior_guidance", "2"], "guidance 2.0: the dalle2-pytorch 1.1.0 prior has no unconditional branch"),
+            (pd + ["--query_template", "a photo"], "--query_template must contain one '{}'"),
+        )
+        for extra, message in errors:
+            assert generate_set.main(base + extra + ["--output_dir", str(tmp_path / "err")]) == 2
+            assert message in capsys.readouterr().err.strip().splitlines()[-1]
