@@ -33,6 +33,12 @@ class CLIPSonic(AbsTTS):
     probability ``cond_drop_prob`` per example it is replaced by a learned null embedding (classifier-free
     guidance). The text input required by ``TTSTask`` is ignored.
 
+    Which embedding of a training clip: a per-frame stack ``(F, D)`` gives the frame at the centre of the
+    audio crop when ``frame_rate`` is set (the frame from the same segment), else a random frame.
+    CLIPSynth-Text / -Hybrid (``text_cond_prob`` > 0) train on stacks whose row 0 is the CLIP embedding of the
+    clip's label text (then its frames): per example the text row with probability ``text_cond_prob``, else
+    the frame as above; these use labels, so they are the text-queried upper bounds, not CLIPSonic.
+
     Inference (``inference``): ``SAMPLERS[sampler]`` with ``steps`` steps and guidance
     ``eps = (1 + w) eps(x, c) - w eps(x, null)``; returns the normalised mel ``feat_gen`` and, when a
     vocoder is embedded, the waveform ``wav``.
@@ -61,6 +67,9 @@ class CLIPSonic(AbsTTS):
         fs: int = 16000,
         ema_decay: float = 0.0,
         clip_x0: Optional[float] = None,
+        frame_rate: Optional[float] = None,
+        hop_length: int = 512,
+        text_cond_prob: float = 0.0,
     ):
         """Build the model.
 
@@ -85,6 +94,17 @@ class CLIPSonic(AbsTTS):
                 validation and sampling (improved DDPM samples from EMA weights). 0 disables it.
             clip_x0: Default clamp of each predicted normalised mel to ``[-clip_x0, clip_x0]`` while sampling
                 (None: no clipping); an inference argument overrides it.
+            frame_rate: Frames per second of the per-frame training stacks (frame ``i`` is the picture at
+                second ``i / frame_rate``, as the data preparation extracts them). Set, a training clip is
+                conditioned on the frame nearest the centre of its audio crop ("a frame from the same
+                segment"); None: on a random frame of the clip.
+            hop_length: Hop of the mel frames in samples (the feature extractor's ``hop_length``): places the
+                audio crop in seconds for ``frame_rate``.
+            text_cond_prob: In training, the probability per example of conditioning on the label text's CLIP
+                embedding instead of an image frame (CLIPSynth-Text: 1; CLIPSynth-Hybrid: 0.5). When > 0, a
+                per-frame stack holds the text embedding in row 0 and the frames after it (outside training
+                the text row is the condition); ``(B, D)`` vectors are taken as they are (only with 1, in
+                training: with a mix the model needs both).
         """
         super().__init__()
         if odim < 1 or spk_embed_dim < 1:
@@ -99,6 +119,12 @@ class CLIPSonic(AbsTTS):
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if clip_x0 is not None and clip_x0 <= 0:
             raise ValueError(f"clip_x0 must be positive (or null), got {clip_x0}")
+        if frame_rate is not None and frame_rate <= 0:
+            raise ValueError(f"frame_rate must be positive (or null), got {frame_rate}")
+        if hop_length < 1:
+            raise ValueError(f"hop_length must be positive, got {hop_length}")
+        if not 0.0 <= text_cond_prob <= 1.0:
+            raise ValueError(f"text_cond_prob must be in [0, 1], got {text_cond_prob}")
         unet_conf = dict(unet_conf or {})
         if unet_conf.setdefault("cond_dim", spk_embed_dim) != spk_embed_dim:
             raise ValueError(f"unet_conf.cond_dim {unet_conf['cond_dim']} != spk_embed_dim {spk_embed_dim}")
@@ -119,6 +145,9 @@ class CLIPSonic(AbsTTS):
         self.unet = MelUNet(**unet_conf)
         self.null_cond = nn.Parameter(torch.randn(spk_embed_dim) / spk_embed_dim**0.5)
         self.clip_x0 = clip_x0
+        self.frame_rate = frame_rate
+        self.hop_length = hop_length
+        self.text_cond_prob = text_cond_prob
         self.ema_decay = ema_decay
         self.ema_unet = None
         if ema_decay > 0:
@@ -166,33 +195,64 @@ class CLIPSonic(AbsTTS):
             self.vocoder.eval()
         return self
 
-    def _condition(self, spembs: torch.Tensor, training: bool) -> torch.Tensor:
+    def _condition(
+        self, spembs: torch.Tensor, training: bool, centres: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """One L2-normalised CLIP vector per example from ``(B, D)`` or a zero-padded stack ``(B, N, D)``.
 
-        In training a stack gives a random non-zero row per example; at inference its non-zero rows are
-        averaged.
+        A stack's rows are the clip's frames in time order (after the label text's embedding in row 0 when
+        ``text_cond_prob`` > 0). In training a stack gives the frame nearest ``centres`` (seconds, ``(B,)``)
+        when ``frame_rate`` is set and ``centres`` given, else a random frame; then, with ``text_cond_prob``,
+        the text row instead with that probability per example. Outside training the text row is the condition
+        when there is one, else the mean of the frames.
         """
         if spembs.dim() not in (2, 3) or spembs.shape[-1] != self.spk_embed_dim:
             raise ValueError(
                 f"spembs must be (B, {self.spk_embed_dim}) or (B, N, {self.spk_embed_dim}), got {tuple(spembs.shape)}"
             )
         spembs = spembs.float()
-        if spembs.dim() == 3:
-            valid = spembs.abs().sum(-1) > 0  # (B, N)
-            if not bool(valid.any(-1).all()):
-                raise ValueError("spembs: an example has only all-zero embedding rows")
-            if training:
-                scores = torch.rand(valid.shape, device=spembs.device).masked_fill(~valid, -1.0)
-                spembs = spembs[torch.arange(len(spembs), device=spembs.device), scores.argmax(-1)]
-            else:
-                spembs = (spembs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
-        return F.normalize(spembs, dim=-1)
+        text_row = self.text_cond_prob > 0
+        if spembs.dim() == 2:
+            if training and 0 < self.text_cond_prob < 1:
+                raise ValueError(
+                    f"text_cond_prob {self.text_cond_prob} mixes text and image: spembs must be (B, N, D) stacks "
+                    "with the label text's embedding in row 0 and the frames after it"
+                )
+            return F.normalize(spembs, dim=-1)
+        valid = spembs.abs().sum(-1) > 0  # (B, N)
+        if text_row:
+            if not bool(valid[:, 0].all()):
+                raise ValueError("spembs: row 0 (the label text's embedding, text_cond_prob > 0) is all-zero")
+            text, spembs, valid = spembs[:, 0], spembs[:, 1:], valid[:, 1:]
+            if not training or self.text_cond_prob == 1:
+                return F.normalize(text, dim=-1)
+        if not bool(valid.any(-1).all()):
+            raise ValueError("spembs: an example has only all-zero embedding rows")
+        rows = torch.arange(len(spembs), device=spembs.device)
+        if not training:
+            cond = (spembs * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        elif self.frame_rate is not None and centres is not None:
+            # frame i is the picture at second i / frame_rate; the rows after the valid ones are padding
+            last = valid.sum(-1) - 1
+            index = torch.minimum((centres.to(spembs.device) * self.frame_rate).round().long().clamp(min=0), last)
+            cond = spembs[rows, index]
+        else:
+            scores = torch.rand(valid.shape, device=spembs.device).masked_fill(~valid, -1.0)
+            cond = spembs[rows, scores.argmax(-1)]
+        if training and text_row:
+            use_text = torch.rand(len(cond), device=cond.device) < self.text_cond_prob
+            cond = torch.where(use_text[:, None], text, cond)
+        return F.normalize(cond, dim=-1)
 
-    def _crop(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _crop(
+        self, feats: torch.Tensor, feats_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random ``segment_frames`` window per example (zero-padded when shorter).
 
         Returns:
-            Mel ``(B, 1, n_mels, S)`` and the valid-frame mask ``(B, 1, 1, S)``.
+            Mel ``(B, 1, n_mels, S)``, the valid-frame mask ``(B, 1, 1, S)`` and the time of the centre of
+            each window's valid frames in seconds ``(B,)`` (mel frame ``t`` is centred on sample
+            ``t * hop_length``).
         """
         b, _, n_mels = feats.shape
         s = self.segment_frames
@@ -202,7 +262,9 @@ class CLIPSonic(AbsTTS):
         valid = idx < lengths[:, None]
         padded = F.pad(feats, (0, 0, 0, max(0, s + int(starts.max()) - feats.shape[1])))
         x0 = padded.gather(1, idx[..., None].expand(b, s, n_mels)) * valid[..., None]
-        return x0.transpose(1, 2)[:, None], valid[:, None, None].to(feats.dtype)
+        last = torch.minimum(starts + s, lengths).clamp(min=1) - 1  # the last valid frame of each window
+        centres = (starts + last).float() / 2 * self.hop_length / self.fs
+        return x0.transpose(1, 2)[:, None], valid[:, None, None].to(feats.dtype), centres
 
     def forward(
         self,
@@ -234,8 +296,8 @@ class CLIPSonic(AbsTTS):
             self.update_ema()
         unet, null_cond = self._nets()
         b = feats.shape[0]
-        x0, mask = self._crop(feats, feats_lengths)
-        cond = self._condition(spembs, training=self.training).to(x0.dtype)
+        x0, mask, centres = self._crop(feats, feats_lengths)
+        cond = self._condition(spembs, training=self.training, centres=centres).to(x0.dtype)
         drop = torch.rand(b, device=x0.device) < self.cond_drop_prob
         cond = torch.where(drop[:, None], null_cond.to(cond.dtype)[None], cond)
         t = torch.randint(0, self.num_train_steps, (b,), device=x0.device)

@@ -13,3 +13,8 @@ VGGISH_WEIGHTS=${VGGISH_WEIGHTS:-}
 # `hf download laion/clap-htsat-unfused --include '*.json' '*.txt' model.safetensors --local-dir DIR` (~600 MB);
 # stage 8 then needs transformers on PYTHONPATH (e.g. the install that tools/install.sh keeps for the tests).
 CLAP_MODEL=${CLAP_MODEL:-}
+# LAION's pretrained DALL-E 2 diffusion prior (its latest.pth, prior_config.json beside it) for the row
+# "CLIPSonic-PD (pretrained prior)" (--systems pdp or all; empty: that row reads "not run (no pretrained prior)").
+# It maps texts to image embeddings of its own CLIP (ViT-L-14, 768-d), so the generator must be trained on those:
+# --clip_model ViT-L-14 --clip_pretrained openai and spk_embed_dim 768 (espnet2.tts_diff.dalle2_prior documents it).
+PRETRAINED_PRIOR=${PRETRAINED_PRIOR:-}

@@ -1,7 +1,10 @@
-"""RESULTS.md of the synthesis recipe: relevance and probe-FD per query mode, the ceiling, chance, stage times.
+"""RESULTS.md of the synthesis recipe: relevance and probe-FD per system, the ceiling, chance, stage times.
 
 Each ``--result`` names a row and the JSON written by ``espnet2.tts_diff.bin.probe evaluate`` (optionally also
-the ``generate.json`` of ``espnet2.tts_diff.bin.generate_set``, for the real-time factor). Relevance is the
+the ``generate.json`` of ``espnet2.tts_diff.bin.generate_set`` or ``retrieve``, for the real-time factor); a
+``--not_run`` row stands where a system could not run (e.g. ``not run (no pretrained prior)``), in the order the
+rows are given. ``--modality`` adds, per system, the columns of CLIPSonic's Table 1: whether it is learnt without
+text-audio pairs, and the query it was trained with (the ``QUERY`` of its row is then the inference query). Relevance is the
 probe's accuracy of the query class on the generated clips; probe-FD is the Fréchet distance between Gaussians
 fitted to the probe's embeddings of the generated and the real test clips (a Fréchet distance in the probe's
 space, not FAD). A chance row (1 / number of probe classes) closes the table. ``--section`` adds a Markdown file
@@ -23,7 +26,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 CONCURRENT = "(concurrent)"
 SIDE_BY_SIDE = "side by side"
@@ -36,8 +39,17 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--result", action="append", required=True,
-        help="SYSTEM|QUERY|PROBE_EVAL_JSON[|GENERATE_JSON], repeatable, one table row each",
+        "--result", dest="rows", action="append", default=[], type=lambda spec: ("result", spec),
+        help="SYSTEM|QUERY|PROBE_EVAL_JSON[|GENERATE_JSON], repeatable, one table row each (at least one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--not_run", dest="rows", action="append", type=lambda spec: ("not_run", spec),
+        help="SYSTEM|QUERY|REASON, repeatable: a row without figures, in its place among the --result rows",
+    )  # fmt: skip
+    parser.add_argument(
+        "--modality", action="append", default=[],
+        help="SYSTEM|NO_PAIRS|TRAINING_QUERY, repeatable: the columns 'no text-audio pairs' and 'training query' "
+             "(then QUERY is the inference query); '-' where a system has none",
     )  # fmt: skip
     parser.add_argument("--no_fd", action="append", default=[], help="SYSTEM whose probe-FD is not shown (self)")
     parser.add_argument("--timings", type=Path, default=None, help="TSV 'stage<TAB>name<TAB>seconds'")
@@ -72,7 +84,18 @@ def load_json(path: Path, what: str) -> Dict:
         raise ValueError(f"{path}: not JSON ({err})") from None
 
 
-def parse_result(spec: str) -> Tuple[str, str, Dict, Optional[Dict]]:
+class Row(NamedTuple):
+    """One system of the table: its evaluation (and generation report), or the reason it did not run."""
+
+    system: str
+    query: str
+    ev: Optional[Dict]
+    gen: Optional[Dict]
+    gen_json: Optional[Path] = None
+    reason: Optional[str] = None
+
+
+def parse_result(spec: str) -> Row:
     parts = spec.split("|")
     if len(parts) not in (3, 4) or not all(parts):
         raise ValueError(f"--result {spec!r}: expected SYSTEM|QUERY|PROBE_EVAL_JSON[|GENERATE_JSON]")
@@ -81,7 +104,35 @@ def parse_result(spec: str) -> Tuple[str, str, Dict, Optional[Dict]]:
         if key not in ev:
             raise ValueError(f"{parts[2]}: no {key!r} (not written by espnet2.tts_diff.bin.probe evaluate?)")
     gen = load_json(Path(parts[3]), "generation report") if len(parts) == 4 else None
-    return parts[0], parts[1], ev, gen
+    return Row(parts[0], parts[1], ev, gen, Path(parts[3]) if len(parts) == 4 else None)
+
+
+def parse_not_run(spec: str) -> Row:
+    parts = spec.split("|")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"--not_run {spec!r}: expected SYSTEM|QUERY|REASON")
+    return Row(parts[0], parts[1], None, None, reason=parts[2])
+
+
+def parse_rows(specs: Sequence[Tuple[str, str]]) -> List[Row]:
+    """The ``--result`` and ``--not_run`` rows in the order given; at least one ``--result``."""
+    if not any(kind == "result" for kind, _ in specs):
+        raise ValueError("at least one --result is needed")
+    return [parse_result(spec) if kind == "result" else parse_not_run(spec) for kind, spec in specs]
+
+
+def parse_modality(specs: Sequence[str], rows: Sequence[Row]) -> Dict[str, Tuple[str, str]]:
+    """``{system: (no text-audio pairs, training query)}`` from ``--modality SYSTEM|NO_PAIRS|TRAINING_QUERY``."""
+    names = {r.system for r in rows}
+    out = {}
+    for spec in specs:
+        parts = spec.split("|")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"--modality {spec!r}: expected SYSTEM|NO_PAIRS|TRAINING_QUERY")
+        if parts[0] not in names:
+            raise ValueError(f"--modality: no row named {parts[0]!r} (rows: {', '.join(sorted(names))})")
+        out[parts[0]] = (parts[1], parts[2])
+    return out
 
 
 def parse_section(spec: str) -> Tuple[str, Path]:
@@ -99,15 +150,22 @@ def percent_se(p: float, n: int) -> str:
     return f"{100 * p:.1f} ± {100 * se:.1f}"
 
 
-def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd: Sequence[str]) -> List[Tuple[str, ...]]:
-    """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder."""
+def result_rows(results: Sequence[Row], no_fd: Sequence[str], modality: Optional[Dict] = None) -> List[Tuple[str, ...]]:
+    """One row per result; with ``mel_columns`` two more: the figures on the mel before the vocoder; with
+    ``modality``, the two columns of CLIPSonic's Table 1 after the system's name."""
     rows = []
-    mel_columns, fad_column, clap_column = has_mel(results), has_fad(results), has_clap(results)
-    for system, query, ev, gen in results:
+    scored = [r for r in results if r.ev is not None]
+    mel_columns, fad_column, clap_column = has_mel(scored), has_fad(scored), has_clap(scored)
+    extra = 2 * mel_columns + fad_column + clap_column
+    for system, query, ev, gen, _, reason in results:
+        first = (system,) + (modality.get(system, ("-", "-")) if modality else ()) + (query,)
+        if ev is None:
+            rows.append(first + (reason, "-") + ("-",) * extra + ("-", "-"))
+            continue
         fd = "-" if system in no_fd else f"{ev['probe_fd']:.2f}"
         rtf = f"{gen['rtf']:.3f}" if gen and "rtf" in gen else "-"
         n = int(ev["num_generated"])
-        row = (system, query, percent_se(ev["relevance"], n), fd)
+        row = first + (percent_se(ev["relevance"], n), fd)
         if mel_columns:
             mel_fd = "-" if system in no_fd or "mel_probe_fd" not in ev else f"{ev['mel_probe_fd']:.2f}"
             row += (percent_se(ev["mel_relevance"], n) if "mel_relevance" in ev else "-", mel_fd)
@@ -116,27 +174,27 @@ def result_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], no_fd:
         if clap_column:
             row += ("-" if "clap_score" not in ev else f"{ev['clap_score']:.3f}",)
         rows.append(row + (str(ev["num_generated"]), rtf))
-    chance = {round(ev["relevance_chance"], 6) for _, _, ev, _ in results}
+    chance = {round(r.ev["relevance_chance"], 6) for r in scored}
     if len(chance) != 1:
         raise ValueError(f"the results were evaluated with different probes (chance levels {sorted(chance)})")
-    extra = 2 * mel_columns + fad_column + clap_column
-    rows.append(("chance", "-", f"{100 * chance.pop():.1f}", "-") + ("-",) * extra + ("-", "-"))
+    first = ("chance",) + (("-", "-") if modality else ()) + ("-",)
+    rows.append(first + (f"{100 * chance.pop():.1f}", "-") + ("-",) * extra + ("-", "-"))
     return rows
 
 
-def has_mel(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+def has_mel(results: Sequence[Row]) -> bool:
     """Whether any evaluation also scored the mel before the vocoder (``probe evaluate --gen_mel_scp``)."""
-    return any("mel_relevance" in ev for _, _, ev, _ in results)
+    return any(r.ev is not None and "mel_relevance" in r.ev for r in results)
 
 
-def has_fad(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+def has_fad(results: Sequence[Row]) -> bool:
     """Whether any evaluation also has the VGGish FAD (``probe evaluate --vggish``)."""
-    return any("fad_vggish" in ev for _, _, ev, _ in results)
+    return any(r.ev is not None and "fad_vggish" in r.ev for r in results)
 
 
-def has_clap(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]]) -> bool:
+def has_clap(results: Sequence[Row]) -> bool:
     """Whether any evaluation also has the CLAP score (``probe evaluate --clap``)."""
-    return any("clap_score" in ev for _, _, ev, _ in results)
+    return any(r.ev is not None and "clap_score" in r.ev for r in results)
 
 
 def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ...]]:
@@ -152,11 +210,11 @@ def timing_rows(timings: Sequence[Tuple[str, str, float]]) -> List[Tuple[str, ..
     return rows
 
 
-def comparison_rows(results: Sequence[Tuple[str, str, Dict, Optional[Dict]]], pairs) -> List[Tuple[str, ...]]:
+def comparison_rows(results: Sequence[Row], pairs) -> List[Tuple[str, ...]]:
     """Rows ``(A - B, clips, relevance difference [90 % CI] in pp, mel relevance difference or -)``."""
     from espnet2.enh.clipsep.eval.intervals import paired_difference
 
-    by_name = {system: ev for system, _, ev, _ in results}
+    by_name = {r.system: r.ev for r in results if r.ev is not None}
     rows = []
     for a, b in pairs:
         for name in (a, b):
@@ -186,10 +244,10 @@ def write_page(args, results) -> Optional[Path]:
     if args.per_class < 1:
         raise ValueError("--per_class must be >= 1")
     systems = []
-    for spec, (system, query, ev, gen) in zip(args.result, results):
-        if gen is not None:
-            scp = Path(spec.split("|")[3]).parent / "wav.scp"
-            systems.append(PageSystem(system, query, scp, {k: int(v) for k, v in ev.get("correct", {}).items()}))
+    for r in results:
+        if r.gen_json is not None:
+            scp = r.gen_json.parent / "wav.scp"
+            systems.append(PageSystem(r.system, r.query, scp, {k: int(v) for k, v in r.ev.get("correct", {}).items()}))
     if not systems:
         raise ValueError("--html_dir: no --result with a GENERATE_JSON (the clips to play)")
     labels = read_table(args.utt2label) if args.utt2label is not None else None
@@ -202,16 +260,18 @@ def build(args, results=None) -> str:
     from espnet2.enh.clipsep.eval.gauge import read_gauge
     from espnet2.enh.clipsep.eval.report import environment_line, gauge_lines, markdown_table, read_timings
 
-    results = results if results is not None else [parse_result(spec) for spec in args.result]
+    results = results if results is not None else parse_rows(args.rows)
+    modality = parse_modality(args.modality, results)
     lines = [f"# {args.title}", "", environment_line(), ""]
-    header = ("system", "query", "relevance (%)", "probe-FD")
+    header = ("system",) + (("no text-audio pairs", "training query", "inference query") if modality else ("query",))
+    header += ("relevance (%)", "probe-FD")
     if has_mel(results):
         header += ("mel relevance (%)", "mel probe-FD")
     if has_fad(results):
         header += ("FAD (VGGish)",)
     if has_clap(results):
         header += ("CLAP score",)
-    lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd)))
+    lines.append(markdown_table(header + ("clips", "RTF"), result_rows(results, args.no_fd, modality)))
     lines += [
         "relevance: accuracy of the query class by the offline probe classifier on each clip (labels are used "
         "only here), ± its binomial standard error sqrt(p (1 - p) / clips). probe-FD: Fréchet distance between "
@@ -219,6 +279,13 @@ def build(args, results=None) -> str:
         "FAD). RTF: generation wall time / audio duration.",
         "",
     ]
+    if modality:
+        lines += [
+            "no text-audio pairs / training query / inference query: the columns of CLIPSonic's Table 1 (seed 002): "
+            "whether the system learns text-queried synthesis without any text paired with audio (labels included), "
+            "the query it was trained with, and the query it answers here.",
+            "",
+        ]
     if has_mel(results):
         lines += [
             "mel relevance / mel probe-FD: the same probe on the log-mel each clip was vocoded from, before the "
@@ -247,7 +314,7 @@ def build(args, results=None) -> str:
                            comparison_rows(results, args.compare)),
         ]
     sampling = sorted({
-        f"{g['sampler']}, {g['steps']} steps, guidance w = {g['guidance']}" for _, _, _, g in results
+        f"{g['sampler']}, {g['steps']} steps, guidance w = {g['guidance']}" for g in (r.gen for r in results)
         if g and g.get("mode") != "resynthesis" and "sampler" in g
     })  # fmt: skip
     if sampling:
@@ -275,7 +342,7 @@ def main(cmd=None) -> int:
     try:
         from espnet2.enh.clipsep.eval.report import kept_history
 
-        results = [parse_result(spec) for spec in args.result]
+        results = parse_rows(args.rows)
         text = build(args, results)
         page = write_page(args, results)
         if page is not None:

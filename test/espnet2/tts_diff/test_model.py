@@ -1,9 +1,14 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from espnet2.tts_diff.model import CLIPSonic
 from espnet2.tts_diff.samplers import SAMPLERS
+
+TINY_DIR = Path(__file__).resolve().parents[3] / "egs2" / "clipsep" / "tts1" / "conf" / "tiny"
 
 N_MELS, DIM, SEG = 16, 8, 12
 UNET = dict(base_channels=8, channel_mults=[1, 2], num_res_blocks=1, attention_levels=[1], num_heads=2)
@@ -102,12 +107,15 @@ def test_crop_is_a_window_of_valid_frames():
     lengths = torch.tensor([10, 4])
     torch.manual_seed(0)
     for _ in range(20):
-        x0, mask = model._crop(feats, lengths)
+        x0, mask, centres = model._crop(feats, lengths)
         assert x0.shape == (2, 1, N_MELS, 6) and mask.shape == (2, 1, 1, 6)
         row = x0[0, 0, 0]
         assert torch.equal(row, row[0] + torch.arange(6.0)) and 0 <= int(row[0]) <= 4  # contiguous, inside
         torch.testing.assert_close(x0[1, 0, 0], torch.tensor([10.0, 11, 12, 13, 0, 0]))  # short: padded
         assert mask[0].flatten().tolist() == [1.0] * 6 and mask[1].flatten().tolist() == [1, 1, 1, 1, 0, 0]
+        # the centre of the valid frames in seconds: frame t sits at sample t * 512 of 16 kHz audio
+        start = float(row[0])
+        torch.testing.assert_close(centres, torch.tensor([(start + 2.5) * 0.032, 1.5 * 0.032]))
 
 
 def test_per_frame_spembs_pick_a_random_nonzero_row():
@@ -130,6 +138,102 @@ def test_per_frame_spembs_pick_a_random_nonzero_row():
     model.train()
     loss = model(**dict(_batch(batch=2), spembs=stack))[0]
     assert torch.isfinite(loss)
+
+
+def _stack(batch: int, frames: int, seed: int = 0, text: bool = False) -> torch.Tensor:
+    """``(B, frames, D)`` random rows (``text``: one more row 0, the 'text embedding'), all distinct."""
+    return torch.randn(batch, frames + int(text), DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def test_aligned_frame_is_the_one_at_the_crop_centre():
+    """frame_rate 1: frame i is the picture at second i; each crop gets the frame nearest its centre."""
+    # mel frames of 0.5 s (hop 8000 at 16 kHz): a 6-frame crop starting at frame s is centred on (2s + 5) / 4 s
+    model = _model(segment_frames=6, frame_rate=1.0, hop_length=8000)
+    feats = torch.arange(20, dtype=torch.float32).view(1, 20, 1).expand(3, 20, N_MELS).clone()
+    lengths = torch.tensor([20, 20, 9])  # the last: 4.5 s, frames 0..4 of 7 stacked rows (2 rows padding)
+    stack = _stack(3, 7)
+    stack[2, 5:] = 0.0
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        x0, _, centres = model._crop(feats, lengths)
+        cond = model._condition(stack, training=True, centres=centres)
+        for b in range(3):
+            start = int(x0[b, 0, 0, 0])
+            last = min(start + 6, int(lengths[b])) - 1
+            frame = min(round((start + last) / 2 * 0.5), 6 if b < 2 else 4)  # nearest picture, inside the clip
+            torch.testing.assert_close(cond[b], F.normalize(stack[b, frame], dim=0))
+            seen.add(frame)
+    assert len(seen) >= 4  # the crops move, and the frame with them
+    # The training step conditions on exactly that frame: the same loss as with those frames given as vectors.
+    model.cond_drop_prob = 0.0
+    batch = dict(_batch(batch=3, frames=20), feats=feats, feats_lengths=lengths, spembs=stack)
+    torch.manual_seed(5)
+    x0, _, centres = model._crop(feats, lengths)
+    picked = model._condition(stack, training=True, centres=centres)
+    model.train()
+    torch.testing.assert_close(_loss(model, batch, seed=5), _loss(model, dict(batch, spembs=picked), seed=5))
+    # without frame_rate: a random frame of the clip, wherever the crop is
+    free = _model(segment_frames=6)
+    torch.manual_seed(0)
+    rows = {int(torch.nonzero((free._condition(stack[:1], True, torch.tensor([0.0])) -
+                               F.normalize(stack[0], dim=-1)).abs().sum(-1) < 1e-6)) for _ in range(40)}  # fmt: skip
+    assert len(rows) > 3
+
+
+def test_text_system_uses_the_label_text_embedding():
+    """CLIPSynth-Text (the tiny config's text_cond_prob): every example is conditioned on its row 0, the text."""
+    p = yaml.safe_load((TINY_DIR / "train_clipsynth_text.yaml").read_text())["tts_conf"]["text_cond_prob"]
+    assert p == 1.0
+    model = _model(text_cond_prob=p, frame_rate=1.0)
+    stack = _stack(4, 3, text=True)
+    for training in (True, False):  # validation and sampling too: the text row
+        cond = model._condition(stack, training=training, centres=torch.zeros(4))
+        torch.testing.assert_close(cond, F.normalize(stack[:, 0], dim=-1))
+    # the frames never matter: other frames, the same loss; the same as the text vectors alone
+    model.cond_drop_prob = 0.0
+    model.train()
+    batch = dict(_batch(batch=4), feats_lengths=torch.tensor([20, 11, 5, 20]), spembs=stack)
+    other = stack.clone()
+    other[:, 1:] = torch.randn(4, 3, DIM)
+    loss = _loss(model, batch)
+    assert torch.equal(loss, _loss(model, dict(batch, spembs=other)))
+    torch.testing.assert_close(loss, _loss(model, dict(batch, spembs=stack[:, 0])))
+    image = _model(frame_rate=1.0).train()  # the image system on the same frames differs
+    image.cond_drop_prob = 0.0
+    assert not torch.allclose(loss, _loss(image, dict(batch, spembs=stack[:, 1:])))
+
+
+def test_hybrid_mixes_text_and_image_at_the_configured_rate():
+    """CLIPSynth-Hybrid (the tiny config's text_cond_prob, 0.5): per example, the text row with that
+    probability, else the frame at the crop's centre; over 4,000 draws the rate is within 4 standard errors."""
+    p = yaml.safe_load((TINY_DIR / "train_clipsynth_hybrid.yaml").read_text())["tts_conf"]["text_cond_prob"]
+    assert p == 0.5
+    for prob in (p, 0.2):
+        model = _model(text_cond_prob=prob, frame_rate=1.0)
+        stack = _stack(40, 5, seed=1, text=True)
+        centres = torch.arange(40.0) % 5  # example b: the frame at second b mod 5 (row 1 + b mod 5)
+        text, frame = F.normalize(stack[:, 0], dim=-1), F.normalize(stack[torch.arange(40), 1 + torch.arange(40) % 5], dim=-1)
+        torch.manual_seed(0)
+        hits, draws = 0, 100
+        for _ in range(draws):
+            cond = model._condition(stack, training=True, centres=centres)
+            is_text = (cond - text).abs().sum(-1) < 1e-5
+            is_frame = (cond - frame).abs().sum(-1) < 1e-5
+            assert bool((is_text ^ is_frame).all())  # one or the other, never a blend
+            hits += int(is_text.sum())
+        n = draws * 40
+        assert abs(hits / n - prob) < 4 * (prob * (1 - prob) / n) ** 0.5, (prob, hits / n)
+    torch.testing.assert_close(model._condition(stack, training=False), text)  # queried with text
+    with pytest.raises(ValueError, match="row 0"):  # vectors cannot be mixed
+        model.train()(**dict(_batch(), spembs=torch.randn(3, DIM)))
+    empty = _stack(3, 2, text=True)
+    empty[1, 0] = 0.0
+    with pytest.raises(ValueError, match="row 0"):
+        model._condition(empty, training=True)
+    for bad in (dict(text_cond_prob=1.5), dict(text_cond_prob=-0.1), dict(frame_rate=0.0), dict(hop_length=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _model(**bad)
 
 
 def test_bad_inputs():

@@ -16,7 +16,7 @@ from espnet2.tts_diff.model import CLIPSonic
 from espnet2.tts_diff.task import TTSDiffTask
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "egs2" / "clipsep" / "tts1" / "conf"
-ALL_CONFIGS = sorted(CONF_DIR.rglob("train_clipsonic*.yaml"))
+ALL_CONFIGS = sorted([*CONF_DIR.rglob("train_clipsonic*.yaml"), *CONF_DIR.rglob("train_clipsynth*.yaml")])
 TINY = CONF_DIR / "tiny" / "train_clipsonic.yaml"
 N_MELS, HOP = 64, 512
 # A small HiFi-GAN with the generator's hop (8 * 8 * 4 * 2 = 512 samples per frame).
@@ -78,15 +78,39 @@ def _dim(config: Path) -> int:
 
 def test_configs_are_found():
     assert {f"{p.parent.name}/{p.name}" for p in ALL_CONFIGS} == {
-        "tuning/train_clipsonic.yaml",
-        "tiny/train_clipsonic.yaml",
-    }
+        f"{size}/train_{name}.yaml" for size in ("tuning", "tiny")
+        for name in ("clipsonic", "clipsynth_text", "clipsynth_hybrid")
+    }  # fmt: skip
     # Every other YAML of the recipe is a vocoder config, dry-run by test_vocoder.py through GANTTSTask.
     others = {str(p.relative_to(CONF_DIR)) for p in CONF_DIR.rglob("*.y*ml")} - {str(p.relative_to(CONF_DIR)) for p in ALL_CONFIGS}
     assert all(Path(p).name == "train_vocoder.yaml" for p in others), sorted(others)
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+def _id(config: Path) -> str:
+    return f"{config.parent.name}/{config.stem}"
+
+
+def test_paper_size_configs_follow_the_papers():
+    """EMA, a constant rate, 200k steps (MUSIC; run.sh gives VGGSound 500k), the frame at the crop's centre; the
+    CLIPSynth configs are the CLIPSonic one but for the text probability (1: Text, 0.5: Hybrid)."""
+    base = yaml.safe_load((CONF_DIR / "tuning" / "train_clipsonic.yaml").read_text())
+    assert base["tts_conf"]["ema_decay"] == 0.9999 and base["optim_conf"]["lr"] == 1.0e-4
+    assert base["scheduler"] is None and "scheduler_conf" not in base
+    assert base["num_iters_per_epoch"] * base["max_epoch"] == 200_000
+    run = (CONF_DIR.parent / "run.sh").read_text()
+    assert '[ "${dataset}" = vggsound ] && opts+=(--max_epoch 250)' in run  # 2,000 x 250 = 500k
+    assert base["tts_conf"]["frame_rate"] == 1.0
+    assert base["tts_conf"]["hop_length"] == base["feats_extract_conf"]["hop_length"]
+    for size in ("tuning", "tiny"):
+        ref = yaml.safe_load((CONF_DIR / size / "train_clipsonic.yaml").read_text())
+        assert ref["tts_conf"]["frame_rate"] == 1.0 and "text_cond_prob" not in ref["tts_conf"]
+        for name, p in (("text", 1.0), ("hybrid", 0.5)):
+            conf = yaml.safe_load((CONF_DIR / size / f"train_clipsynth_{name}.yaml").read_text())
+            assert conf["tts_conf"].pop("text_cond_prob") == p
+            assert conf == ref
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=_id)
 def test_config_front_end_is_the_paper_mel(config):
     conf = yaml.safe_load(config.read_text())
     assert conf["feats_extract"] == "fbank" and conf["normalize"] == "global_mvn"
@@ -113,7 +137,7 @@ def test_stock_entry_point_lists_clipsonic():
 
 
 @pytest.mark.parametrize("task", [TTSTask, TTSDiffTask], ids=["stock_tts_train", "tts_diff_train"])
-@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=_id)
 def test_config_dry_run(config, task, tmp_path):
     data = _data(tmp_path / "data", _dim(config))
     out = tmp_path / "exp"

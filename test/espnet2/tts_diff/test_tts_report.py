@@ -153,3 +153,42 @@ def test_run_history_below_its_heading_survives_a_rewrite(files):
     text = out.read_text()
     assert text.endswith("\n" + history) and "stale" not in text  # the generated part is new, the history as written
     assert text.count("| IQ | image |") == 1 and text.count("## Run history") == 1
+
+
+def test_table_1_columns_and_a_row_that_did_not_run(files):
+    """--modality: CLIPSonic Table 1's columns; --not_run: a row without figures where it was given."""
+    root, iq, gt, gen, bench, timings = files
+    out = root / "RESULTS.md"
+    assert report.main([
+        "--result", f"IQ|image|{iq}|{gen}", "--not_run", "PD (pretrained prior)|text -> prior|not run (no pretrained prior)",
+        "--result", f"GT|real clip|{gt}", "--modality", "IQ|-|image", "--modality", "PD (pretrained prior)|yes|image",
+        "--output", str(out),
+    ]) == 0  # fmt: skip
+    text = out.read_text()
+    assert ("| system | no text-audio pairs | training query | inference query | relevance (%) | probe-FD | "
+            "mel relevance (%) | mel probe-FD | clips | RTF |") in text  # fmt: skip
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| system")]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[:4]]
+    assert rows[0] == ["IQ", "-", "image", "image", "37.5 ± 8.1", "812.35", "62.5 ± 8.1", "406.17", "36", "0.457"]
+    assert rows[1] == ["PD (pretrained prior)", "yes", "image", "text -> prior", "not run (no pretrained prior)",
+                       "-", "-", "-", "-", "-"]  # fmt: skip
+    assert rows[2][:4] == ["GT", "-", "-", "real clip"]  # no --modality: "-"
+    assert rows[3][:5] == ["chance", "-", "-", "-", "8.3"]
+    assert "the columns of CLIPSonic's Table 1" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--not_run", "X|q|why"], "at least one --result is needed"),
+        (["--not_run", "X|q"], "expected SYSTEM|QUERY|REASON"),
+        (["--modality", "Nope|yes|image"], "--modality: no row named 'Nope'"),
+        (["--modality", "IQ|yes"], "expected SYSTEM|NO_PAIRS|TRAINING_QUERY"),
+    ],
+)
+def test_bad_rows_give_one_line(files, args, message, capsys):
+    root, iq, *_ = files
+    extra = [] if args[0] == "--not_run" and args[1] == "X|q|why" else ["--result", f"IQ|image|{iq}"]
+    assert report.main(extra + args + ["--output", str(root / "R.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not (root / "R.md").exists()

@@ -1,7 +1,8 @@
-"""The synthesis recipe end to end, reduced (few classes, clips and steps): what `./run.sh` does, in CI.
+"""The synthesis recipe end to end, reduced (few classes, clips and steps): what `./run.sh --systems all` does, in CI.
 
 Every stage runs through the recipe's own shell scripts and entry points (stage 1 through the separation
-recipe's); only sizes are cut down.
+recipe's); only sizes are cut down. Every row of the table runs (CLIPSonic-IQ / -ZS / -PD, CLIPSynth-Text /
+-Hybrid, the retrieval baseline, the resynthesis), but PD with a pretrained prior, for which there is no file.
 """
 
 import json
@@ -25,6 +26,8 @@ HOP, N_MELS = 512, 64  # conf/tiny/train_clipsonic.yaml: mel hop, bands
 # the generated length: the tiny config's inference_frames (whole clips, apart from the training crop)
 TINY_CONF = yaml.safe_load((RECIPE / "conf" / "tiny" / "train_clipsonic.yaml").read_text())
 GEN_FRAMES = TINY_CONF["tts_conf"]["inference_frames"]
+NAMES = {"iq": "CLIPSonic-IQ", "zs": "CLIPSonic-ZS", "pd": "CLIPSonic-PD (trained prior)", "text": "CLIPSynth-Text",
+         "hybrid": "CLIPSynth-Hybrid", "retrieval": "retrieval", "gt": "GT resynthesis (vocoder, ceiling)"}
 
 
 def _run(args, tmp, timeout=1200, check=True):
@@ -55,8 +58,20 @@ def _run(args, tmp, timeout=1200, check=True):
 def recipe(require_tools, tmp_path_factory):
     require_tools(*TOOLS)
     tmp = tmp_path_factory.mktemp("tts1")
-    out = _run([], tmp)
+    out = _run(["--systems", "all"], tmp)
     return tmp, out
+
+
+def _gen_dir(tmp: Path, system: str) -> Path:
+    if system in ("text", "hybrid"):
+        return tmp / "exp" / f"tts_clipsynth_{system}_vocoder" / f"gen_test_{system}"
+    if system == "retrieval":
+        return tmp / "exp" / "retrieval" / "gen_test_retrieval"
+    return tmp / "exp" / "tts_clipsonic_vocoder" / f"gen_test_{system}"
+
+
+def _table(tmp: Path) -> dict:
+    return dict(line.split() for line in tmp.read_text().splitlines())
 
 
 def test_every_stage_ran_and_logged(recipe):
@@ -65,7 +80,8 @@ def test_every_stage_ran_and_logged(recipe):
         assert f"Stage {n}:" in out, f"stage {n} missing from the log"
     assert "[enh1]" in out and "Successfully finished." in out
     stages = [line.split("\t")[0] for line in (tmp / "exp" / "timings.tsv").read_text().splitlines()]
-    assert stages == ["1", "2", "3", "4", "5", "6", "2-6", "7", "8", "9", "10"]  # 2-6: side by side
+    assert stages[:2] == ["1", "2"] and sorted(stages[2:5]) == ["3", "3 hybrid", "3 text"]  # the generators
+    assert stages[5:] == ["4", "5", "6", "2-6", "7", "8", "9", "10"]  # 2-6: side by side
     # --train_jobs 2: stage 2 beside the probe and the prior; the generator and the vocoder start after it
     lines = [line for line in out.splitlines() if "[enh1]" not in line]  # the separation recipe has a stage 2 too
 
@@ -89,6 +105,37 @@ def test_tts_data_dirs(recipe):
     assert (tmp / "exp" / "stats" / "train" / "feats_stats.npz").is_file()
 
 
+def test_text_systems_train_on_the_label_text_then_the_frames(recipe):
+    """CLIPSynth-Text / -Hybrid: the training labels' text embeddings, computed here (the separation recipe makes
+    them for valid/test only), in row 0 of each clip's stack, its frames after; validated on the valid text."""
+    tmp, out = recipe
+    raw = tmp / "dump" / "raw"
+    labels = _table(tmp / "data" / "train" / "utt2label")
+    texts = _table(tmp / "dump" / "clip" / "train" / "text.scp")  # tts1's own: ../enh1 has none for train
+    assert not (tmp / "clip_dump" / "clip" / "train" / "text.scp").exists()
+    frames, stacks = _table(raw / "train" / "spembs.scp"), _table(raw / "train" / "hybrid_spembs.scp")
+    assert sorted(stacks) == sorted(frames) == sorted(texts) == sorted(labels)
+    by_label = {}
+    for key, path in stacks.items():
+        stack, text, image = np.load(path), np.load(texts[key]), np.load(frames[key])
+        np.testing.assert_array_equal(stack[0], text)
+        np.testing.assert_array_equal(stack[1:], image)
+        by_label.setdefault(labels[key], []).append(text)
+    for embs in by_label.values():  # one text per label: "a photo of {label}" ...
+        assert all(np.array_equal(e, embs[0]) for e in embs)
+    assert (raw / "valid" / "text_spembs.scp").is_file()
+    for system, p in (("text", 1.0), ("hybrid", 0.5)):
+        exp = tmp / "exp" / f"tts_clipsynth_{system}"
+        conf = yaml.safe_load((exp / "config.yaml").read_text())
+        assert conf["tts_conf"]["text_cond_prob"] == p
+        data = [tuple(d) for d in conf["train_data_path_and_name_and_type"]]
+        assert (str(raw / "train" / "hybrid_spembs.scp"), "spembs", "npy") in data
+        valid = [tuple(d) for d in conf["valid_data_path_and_name_and_type"]]
+        assert (str(raw / "valid" / "text_spembs.scp"), "spembs", "npy") in valid
+        assert "epoch results" in (exp / "train.log").read_text()
+        assert f"Stage 3 {system}: train the generator CLIPSynth-{system.capitalize()}" in out
+
+
 def test_generated_audio(recipe):
     import torch
 
@@ -96,10 +143,10 @@ def test_generated_audio(recipe):
 
     tmp, _ = recipe
     gen = tmp / "exp" / "tts_clipsonic_vocoder"
-    for mode in ("iq", "zs", "pd"):
-        lines = (gen / f"gen_test_{mode}" / "wav.scp").read_text().splitlines()
+    for mode in ("iq", "zs", "pd", "text", "hybrid"):
+        lines = (_gen_dir(tmp, mode) / "wav.scp").read_text().splitlines()
         assert len(lines) == PER_CLASS * len(CLASSES)
-        mels = dict(line.split() for line in (gen / f"gen_test_{mode}" / "mel.scp").read_text().splitlines())
+        mels = _table(_gen_dir(tmp, mode) / "mel.scp")
         for line in lines:
             key, path = line.split()
             wav, fs = sf.read(path)
@@ -117,6 +164,33 @@ def test_generated_audio(recipe):
         x, _ = sf.read(real_path, dtype="float32")
         ref, _ = probe.feats(torch.from_numpy(x)[None], torch.tensor([len(x)]))
         np.testing.assert_allclose(np.load(gt_mels[key]), ref[0].numpy(), atol=1e-4)
+
+
+def test_retrieval_is_the_nearest_training_clip_cropped_to_the_generated_length(recipe):
+    """The retrieval row: for each test label's text embedding, the training clip of highest cosine with its
+    3-middle-frame image embedding, its audio around its centre, as long as the generated clips."""
+    tmp, _ = recipe
+    raw, out = tmp / "dump" / "raw", _gen_dir(tmp, "retrieval")
+    bank = _table(raw / "train" / "spembs.scp")
+    keys = sorted(bank)
+    images = np.stack([np.load(bank[k])[max(len(np.load(bank[k])) - 3, 0) // 2:][:3].mean(0) for k in keys])
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    texts = _table(raw / "test" / "text_spembs.scp")
+    wavs, train_wavs = _table(out / "wav.scp"), _table(raw / "train" / "wav.scp")
+    rows = [line.split("\t") for line in (out / "retrieved.tsv").read_text().splitlines()]
+    assert [q for q, _, _ in rows] == sorted(wavs) and len(rows) == PER_CLASS * len(CLASSES)
+    for query, match, cos in rows:
+        text = np.load(texts[query])
+        sims = images @ (text / np.linalg.norm(text))
+        assert match == keys[int(np.argmax(sims))] and float(cos) == pytest.approx(sims.max(), abs=1e-5)
+        wav, fs = sf.read(wavs[query], dtype="float32")
+        assert fs == 16000 and wav.shape == (GEN_FRAMES * HOP,)
+        source, _ = sf.read(train_wavs[match], dtype="float32")
+        n = min(len(source), GEN_FRAMES * HOP)  # the mini test clips are shorter: zero-padded at the end
+        start = max(len(source) // 2 - GEN_FRAMES * HOP // 2, 0) if len(source) >= GEN_FRAMES * HOP else 0
+        np.testing.assert_allclose(wav[:n], np.clip(source[start : start + n], -1, 1), atol=1 / 32768 + 1e-6)
+        assert not wav[n:].any()
+    assert json.loads((out / "generate.json").read_text())["mode"] == "retrieval"
 
 
 def test_generation_batch_size_keeps_the_samples(recipe, tmp_path):
@@ -152,8 +226,8 @@ def test_listening_page_in_a_browser(recipe, require_tools, artifacts_dir):
     found = check_page(html, screenshot=artifacts_dir / "tts1_listen_test.png")
     assert found.ok, found.problems
     page = html.read_text()
-    systems = ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis")
-    assert all(f"<th>{s}" in page for s in systems)
+    systems = [NAMES[s] for s in ("iq", "zs", "pd", "text", "hybrid", "retrieval", "gt")]  # a player each
+    assert all(f"<th>{s}" in page for s in systems) and "pretrained prior" not in page
     assert found.audios == len(CLASSES) * len(systems) and found.images == len(CLASSES)  # one image query per row
     assert all(f"<q>{c}</q>" in page for c in CLASSES)
     assert "listen_test/index.html" in (tmp / "RESULTS.md").read_text()
@@ -164,11 +238,26 @@ def test_results_table(recipe):
     results = (tmp / "RESULTS.md").read_text()
     number = r"\d+(\.\d+)?"
     pct = rf"{number} ± {number}"  # relevance in % with its binomial standard error
-    for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
-        # relevance, probe-FD, then the same two on the mel before the vocoder
-        assert re.search(rf"^\| {re.escape(row)}[^|]* \| [^|]+ \| {pct} \| {number} \| {pct} \| {number} "
-                         rf"\| {PER_CLASS * len(CLASSES)} \|", results, re.M), results  # fmt: skip
-    assert re.search(r"^\| chance \| - \| 25\.0 \|", results, re.M), results
+    n = PER_CLASS * len(CLASSES)
+    assert "| system | no text-audio pairs | training query | inference query | relevance (%) |" in results
+    for system in ("iq", "zs", "pd", "text", "hybrid", "gt"):
+        # Table 1's two columns and the inference query, relevance, probe-FD, the same two on the mel before the vocoder
+        assert re.search(rf"^\| {re.escape(NAMES[system])} \| [^|]+ \| [^|]+ \| [^|]+ \| {pct} \| {number} \| {pct} "
+                         rf"\| {number} \| {n} \|", results, re.M), (system, results)  # fmt: skip
+    # retrieval: real clips, no mel before a vocoder; PD with a pretrained prior: no file, a row that says so
+    assert re.search(rf"^\| retrieval \| yes \| - \(nearest training clip\) \| [^|]+ \| {pct} \| {number} \| - \| - \| {n} \|",
+                     results, re.M), results  # fmt: skip
+    assert re.search(r"^\| CLIPSonic-PD \(pretrained prior\) \| yes \| image \| [^|]+ \| not run \(no pretrained prior\) \|",
+                     results, re.M), results  # fmt: skip
+    assert re.search(r"^\| CLIPSynth-Hybrid \| no \(labels\) \| image or label text \(p = 0\.5\) \|", results, re.M)
+    order = [line.split("|")[1].strip() for line in results.splitlines() if line.startswith("| ")]
+    rows = ["CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD (trained prior)", "CLIPSonic-PD (pretrained prior)",
+            "CLIPSynth-Text", "CLIPSynth-Hybrid", "retrieval", NAMES["gt"], "real test clips (probe accuracy)", "chance"]
+    assert [r for r in order if r in rows] [: len(rows)] == rows  # Table 1 / Table 2's order
+    for pair in ("CLIPSonic-PD (trained prior) - CLIPSonic-ZS", "CLIPSonic-ZS - CLIPSonic-IQ",
+                 "CLIPSynth-Text - CLIPSynth-Hybrid", "CLIPSynth-Hybrid - CLIPSonic-ZS", "CLIPSonic-ZS - retrieval"):
+        assert re.search(rf"^\| {re.escape(pair)} \| {n} \| [-+]\d", results, re.M), (pair, results)
+    assert re.search(r"^\| chance \| - \| - \| - \| 25\.0 \|", results, re.M), results
     assert "mel relevance (%)" in results and "before the vocoder" in results
     assert "probe-FD" in results and "FAD" not in results.replace("not FAD", "")
     assert "Stage wall times" in results  # run.sh: --train_jobs 2; each training with its steps and time per step
@@ -176,6 +265,9 @@ def test_results_table(recipe):
     assert "| 2 | TTS data dirs, mel statistics (concurrent) |" in results
     assert "wall time (the concurrent stages as they ran side by side)" in results
     assert re.search(r"\| train generator \(concurrent\): 3 steps, \d\.\d{3} s/step \|", results), results
+    for name in ("Text", "Hybrid"):
+        assert re.search(rf"^\| 3 {name.lower()} \| train generator CLIPSynth-{name} \(concurrent\): 3 steps, \d\.\d{{3}} s/step \|",
+                         results, re.M), results  # fmt: skip
     assert re.search(r"\| train vocoder \(concurrent\): 2 steps, \d\.\d{3} s/step \|", results), results
     # the sampler benchmark (stage 7): the steps table and the guidance sweep, one IQ query per class
     bench = tmp / "exp" / "tts_clipsonic_vocoder" / "benchmark_samplers_test"
@@ -258,7 +350,7 @@ def test_vggish_weights_add_fad(recipe, tmp_path):
     results = (tmp_path / "R.md").read_text()
     assert "| FAD (VGGish) | clips | RTF |" in results
     for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
-        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{5}} \| \d+\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
+        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{7}} \| \d+\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
                          results, re.M), results  # fmt: skip
     gt = json.loads((tmp / "exp" / "tts_clipsonic_vocoder" / "gen_test_gt" / "probe_eval.json").read_text())
     assert gt["fad_vggish"] > 0.001  # the vocoder's resynthesis is not the real clips
@@ -287,7 +379,15 @@ def test_clap_model_adds_the_clap_score(clap_side, recipe, tmp_path):
     results = (tmp_path / "R.md").read_text()
     assert "| CLAP score | clips | RTF |" in results and "CLAP score: mean cosine similarity" in results
     for row in ("CLIPSonic-IQ", "CLIPSonic-ZS", "CLIPSonic-PD", "GT resynthesis"):
-        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{5}} \| -?[01]\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
+        assert re.search(rf"^\| {re.escape(row)}[^|]*( \| [^|]+){{7}} \| -?[01]\.\d{{3}} \| {PER_CLASS * len(CLASSES)} \|",
                          results, re.M), results  # fmt: skip
     iq = json.loads((tmp / "exp" / "tts_clipsonic_vocoder" / "gen_test_iq" / "probe_eval.json").read_text())
     assert -1.0 <= iq["clap_score"] <= 1.0 and iq["clap_score_sem"] > 0 and str(model) in iq["clap_note"]
+
+
+def test_a_missing_pretrained_prior_file_stops_the_run(recipe, tmp_path):
+    """--pretrained_prior FILE that is not there: one error line before any stage (checked before the trainings)."""
+    tmp, _ = recipe
+    proc = _run(["--systems", "pdp", "--pretrained_prior", str(tmp_path / "none.pth")], tmp, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "none.pth: file not found" in out and "Stage 1:" not in out
