@@ -171,9 +171,11 @@ def detail_section(path: Path, label: str, output_dir: Path = Path(".")) -> str:
         moved = os.path.relpath(os.path.abspath(path.parent / target), os.path.abspath(output_dir))
         return match.group(1) + Path(moved).as_posix() + match.group(3)
 
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    while lines and not lines[0].strip():
+        lines.pop(0)
     out = [f"## {label}", ""]
-    for line in lines[1:]:
+    for line in lines:
         if line.startswith(HISTORY_HEADING):
             break
         if line.startswith("Environment: "):

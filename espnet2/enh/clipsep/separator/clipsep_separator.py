@@ -83,6 +83,10 @@ class CLIPSepSeparator(AbsSeparator):
         text_query_prob: In training, the probability that a source's query is its ``text_query{n}``
             instead of ``query{n}`` (0: CLIPSep; 0.5: CLIPSep-Hybrid). A config probability per example and
             source, not a step schedule.
+        text_query_per: What one draw of ``text_query_prob`` decides: ``example`` (each example and source on
+            its own) or ``batch`` (the whole batch at once: every query of a batch is text, or every one an
+            image, as CLIPSep-Hybrid trains: "one batch with all image queries and next with all text queries",
+            Dong et al. 2023, Appendix C; here a coin per batch, the alternation in expectation).
         eps: Added to the magnitude before the log.
         image_net_conf: ``query_type: frames`` only: keyword arguments of ``SOPImageNet`` (``width``,
             ``image_size``, ``dilate_scale``, ``fc_kernel``, ``pool``, ``pretrained``); its ``num_channels`` is
@@ -109,6 +113,7 @@ class CLIPSepSeparator(AbsSeparator):
         add_noise_head: int = 0,
         text_query_prob: float = 0.0,
         eps: float = 1e-10,
+        text_query_per: str = "example",
         image_net_conf: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
@@ -130,6 +135,8 @@ class CLIPSepSeparator(AbsSeparator):
             raise ValueError(f"num_noise_heads ({num_noise_heads}) must equal num_spk ({num_spk}) for NIT")
         if not 0.0 <= text_query_prob <= 1.0:
             raise ValueError(f"text_query_prob must be in [0, 1], got {text_query_prob}")
+        if text_query_per not in ("example", "batch"):
+            raise ValueError(f"text_query_per must be 'example' or 'batch', got {text_query_per!r}")
         if text_query_prob and query_type != "clip":
             raise ValueError("text_query_prob needs embedding queries (query_type 'clip')")
         if not 0 <= add_noise_head <= num_noise_heads:
@@ -148,6 +155,7 @@ class CLIPSepSeparator(AbsSeparator):
         self.remove = remove
         self.add_noise_head = add_noise_head
         self.text_query_prob = text_query_prob
+        self.text_query_per = text_query_per
         self.eps = eps
 
         self.unet = UNet(in_channels=1, out_channels=num_masks, ngf=unet_channels, num_layers=unet_layers)
@@ -224,11 +232,15 @@ class CLIPSepSeparator(AbsSeparator):
         if not (self.training and self.text_query_prob > 0):
             return queries
         mixed = []
+        batch_pick = torch.rand(1, device=queries[0].device) < self.text_query_prob  # text_query_per: batch
         for n, q in enumerate(queries, 1):
             text = additional.get(TEXT_QUERY_KEY.format(n))
             if text is None:
                 raise ValueError(f"text_query_prob > 0 needs text_query{n} next to query{n} in the data")
-            pick = torch.rand(q.shape[0], device=q.device) < self.text_query_prob
+            if self.text_query_per == "batch":
+                pick = batch_pick.expand(q.shape[0])
+            else:
+                pick = torch.rand(q.shape[0], device=q.device) < self.text_query_prob
             mixed.append(torch.where(pick.view(-1, *([1] * (q.dim() - 1))), text.to(q.dtype), q))
         return mixed
 

@@ -246,7 +246,7 @@ def test_text_query_prob_one_uses_text_in_training_only():
 
 
 def test_text_query_prob_mixes_per_example():
-    sep = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml").separator
+    sep = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml", text_query_per="example").separator
     assert sep.text_query_prob == 0.5  # from the YAML's separator_conf
     sep.train()
     torch.manual_seed(0)
@@ -261,6 +261,38 @@ def test_text_query_prob_mixes_per_example():
     (stacked,) = sep.select_queries({"query1": image.view(2000, 2, 2), "text_query1": text.view(2000, 2, 2)})
     rows = stacked.view(2000, 4)
     assert bool(((rows == text).all(dim=1) ^ (rows == image).all(dim=1)).all())
+
+
+def test_hybrid_config_draws_one_modality_per_batch():
+    """CLIPSep-Hybrid as the paper trains it (Appendix C): each batch all image queries or all text queries."""
+    sep = _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml").separator
+    assert sep.text_query_per == "batch"  # from the YAML
+    sep.train()
+    torch.manual_seed(0)
+    image, text = torch.randn(2, 8, 4), torch.randn(2, 8, 4) + 10.0
+    kinds = []
+    for _ in range(1000):
+        picked = sep.select_queries({"query1": image[0], "query2": image[1], "text_query1": text[0],
+                                     "text_query2": text[1]})  # fmt: skip
+        all_text = all(torch.equal(p, text[n]) for n, p in enumerate(picked))
+        all_image = all(torch.equal(p, image[n]) for n, p in enumerate(picked))
+        assert all_text != all_image  # never a mix within one batch
+        kinds.append(all_text)
+    assert 0.45 < sum(kinds) / len(kinds) < 0.55
+
+
+def test_text_config_trains_on_text_only():
+    sep = _build(TINY_DIR / "train_enh_clipsep_text.yaml").separator
+    assert sep.text_query_prob == 1.0
+    sep.train()
+    image, text = torch.randn(8, 64), torch.randn(8, 64)
+    for _ in range(20):
+        assert torch.equal(sep.select_queries({"query1": image, "text_query1": text})[0], text)
+
+
+def test_text_query_per_must_be_known():
+    with pytest.raises(ValueError, match="text_query_per"):
+        _build(TINY_DIR / "train_enh_clipsep_hybrid.yaml", text_query_per="epoch")
 
 
 def test_text_query_prob_needs_text_data():
