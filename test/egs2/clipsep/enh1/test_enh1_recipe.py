@@ -28,7 +28,7 @@ def _run(args, tmp, timeout=1200):
         "--enh_configs", "conf/tiny/train_enh_clipsep_nit.yaml conf/tiny/train_enh_pit.yaml "
                          "conf/tiny/train_enh_bertsep.yaml", "--noise_head_rows", "true",
         "--enh_args", "--max_epoch 1 --num_iters_per_epoch 3 --batch_size 2",
-        "--mix_segment", "32000", "--examples_per_class", "1",
+        "--mix_segment", "32000", "--examples_per_class", "1", "--plus_sets", "test_plus=test+noisy",
     ]  # fmt: skip
     proc = subprocess.run(["./run.sh", *base, *args], cwd=RECIPE, env=env, capture_output=True, text=True,
                           timeout=timeout)
