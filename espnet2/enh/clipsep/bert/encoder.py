@@ -43,6 +43,7 @@ import torch
 from typeguard import typechecked
 
 from espnet2.enh.clipsep.errors import CLIPSepError, first_line
+from espnet2.enh.clipsep.prompts import template_prompts
 
 BERT_REPO = "google-bert/bert-base-uncased"  # "bert-base-uncased" on the hub
 BERT_DOWNLOAD = (
@@ -251,15 +252,10 @@ class BERTQueryEncoder:
             Tensor ``(N, D)`` (float32, CPU), ``D`` = :attr:`embed_dim`. A text's vector does not depend on the
             other texts of its batch (padding is masked).
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not one string")
         templates = self.templates if templates is None else tuple(templates)
-        for i, q in enumerate(queries):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"empty text query at position {i}")
+        prompts = template_prompts(queries, templates)
         if not queries:
             return torch.zeros(0, self.embed_dim)
-        prompts = [t.format(q.strip()) for q in queries for t in templates]
         model, tokenizer = self.model, self.tokenizer
         outs = []
         for i in range(0, len(prompts), self.batch_size):

@@ -23,6 +23,7 @@ from typeguard import typechecked
 
 from espnet2.enh.clipsep.clip.image_query import ImageLike, load_image
 from espnet2.enh.clipsep.errors import first_line
+from espnet2.enh.clipsep.prompts import template_prompts
 
 # The 4 prompt templates of the CLIPSep paper (its evaluation script used 5 with one duplicated).
 CLIPSEP_TEMPLATES = (
@@ -207,15 +208,10 @@ class CLIPQueryEncoder:
         Returns:
             Tensor ``(N, D)`` (float32, CPU): the mean over templates of the raw CLIP text embeddings.
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not one string")
         templates = self.templates if templates is None else tuple(templates)
-        for i, q in enumerate(queries):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"empty text query at position {i}")
+        prompts = template_prompts(queries, templates)
         if not queries:
             return torch.zeros(0, self.embed_dim)
-        prompts = [t.format(q.strip()) for q in queries for t in templates]
         model, tokenizer = self.model, self._tokenizer
         outs = []
         for i in range(0, len(prompts), self.batch_size):

@@ -1,10 +1,8 @@
 """python -m espnet2.enh.clipsep.bin.results_table: the paper-shaped table, its claim row, not-run rows, errors."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 from espnet2.enh.clipsep.bin import results_table, score
 from espnet2.enh.clipsep.eval.paper_table import detail_section
@@ -14,18 +12,8 @@ FS = 8000
 KEYS = ("k1", "k2", "k3", "k4")
 
 
-def _write(root: Path, name: str, signals):
-    (root / name).mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, x in signals.items():
-        soundfile.write(root / name / f"{key}.wav", x, FS, subtype="FLOAT")
-        lines.append(f"{key} {root / name / key}.wav\n")
-    (root / f"{name}.scp").write_text("".join(lines))
-    return root / f"{name}.scp"
-
-
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tmp_path_factory, write_set):
     """Two test sets (a quiet and a loud interferer), two systems each, scored with score.py."""
     root = tmp_path_factory.mktemp("paper_table")
     rng = np.random.default_rng(0)
@@ -34,10 +22,10 @@ def scored(tmp_path_factory):
     dirs = {}
     for dset, level in (("clean", 0.1), ("plus", 0.4)):
         s2 = {k: level * rng.standard_normal(FS) for k in KEYS}
-        scps = {n: _write(root / dset, n, d) for n, d in
+        scps = {n: write_set(root / dset, n, d) for n, d in
                 (("mix", {k: s1[k] + s2[k] for k in KEYS}), ("spk1", s1), ("spk2", s2))}  # fmt: skip
         for system, leak in (("NIT", 0.1), ("Plain", 0.3)):
-            inf = _write(root / dset, f"inf_{system}", {k: s1[k] + leak * s2[k] for k in KEYS})
+            inf = write_set(root / dset, f"inf_{system}", {k: s1[k] + leak * s2[k] for k in KEYS})
             out = root / dset / f"score_{system}"
             assert score.main(["--mix_scp", str(scps["mix"]), "--ref_scp", str(scps["spk1"]), "--ref_scp",
                                str(scps["spk2"]), "--inf_scp", str(inf), "--output_dir", str(out)]) == 0  # fmt: skip

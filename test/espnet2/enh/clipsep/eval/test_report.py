@@ -18,18 +18,8 @@ FS = 8000
 KEYS = ("k1", "k2", "k3")
 
 
-def _write(root: Path, name: str, signals):
-    (root / name).mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, x in signals.items():
-        soundfile.write(root / name / f"{key}.wav", x, FS, subtype="FLOAT")
-        lines.append(f"{key} {root / name / key}.wav\n")
-    (root / f"{name}.scp").write_text("".join(lines))
-    return root / f"{name}.scp"
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, write_set):
     """Synthetic test set, two systems scored with score.py, a label file and a timings TSV."""
     root = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)
@@ -37,10 +27,10 @@ def setup(tmp_path_factory):
     s1 = {k: 0.5 * np.sin(2 * np.pi * (200 + 50 * i) * t) for i, k in enumerate(KEYS)}  # low-frequency target
     s2 = {k: 0.2 * rng.standard_normal(FS) for k in KEYS}
     mix = {k: s1[k] / 2 + s2[k] / 2 for k in KEYS}
-    scps = {n: _write(root, n, d) for n, d in (("mix", mix), ("spk1", s1), ("spk2", s2))}
+    scps = {n: write_set(root, n, d) for n, d in (("mix", mix), ("spk1", s1), ("spk2", s2))}
     systems = {}
     for name, (a, b) in {"SysA": (0.9, 0.1), "SysB": (0.6, 0.4)}.items():
-        inf = _write(root, f"inf_{name}", {k: a * s1[k] + b * s2[k] for k in KEYS})
+        inf = write_set(root, f"inf_{name}", {k: a * s1[k] + b * s2[k] for k in KEYS})
         assert score.main(["--mix_scp", str(scps["mix"]), "--ref_scp", str(scps["spk1"]), "--ref_scp",
                            str(scps["spk2"]), "--inf_scp", str(inf), "--output_dir", str(root / f"score_{name}")]) == 0
         systems[name] = (root / f"score_{name}", inf)
